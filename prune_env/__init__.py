@@ -1,0 +1,30 @@
+"""Gymnasium environments for pruning neural networks under resource constraints.
+
+Importing the package registers every environment id (one place, versioned, string entry
+points), so ``gym.make("VGG16Prune-v0")`` works after ``import prune_env``.
+"""
+
+from gymnasium.envs.registration import register
+
+__version__ = "0.1.0.dev0"
+
+_ENTRY_POINT = "prune_env.envs.pruning:PruneEnv"
+
+# id -> (architecture, default data set)
+ZOO_IDS: dict[str, tuple[str, str]] = {
+    "VGG11Prune-v0": ("vgg11", "cifar10"),
+    "VGG16Prune-v0": ("vgg16", "cifar10"),
+    "VGG19Prune-v0": ("vgg19", "cifar10"),
+    "ResNet18Prune-v0": ("resnet18", "cifar10"),
+    "ResNet56Prune-v0": ("resnet56", "cifar10"),
+    "LeNet5Prune-v0": ("lenet5", "fashion_mnist"),
+}
+ENV_IDS = (*ZOO_IDS, "ModelPrune-v0")
+
+for _env_id, (_arch, _dataset) in ZOO_IDS.items():
+    register(id=_env_id, entry_point=_ENTRY_POINT, kwargs={"model": _arch, "dataset": _dataset})
+register(id="ModelPrune-v0", entry_point=_ENTRY_POINT)
+
+from prune_env.envs.pruning import PruneEnv  # noqa: E402
+
+__all__ = ["ENV_IDS", "ZOO_IDS", "PruneEnv", "__version__"]

@@ -274,8 +274,13 @@ class ChannelEngine(_EngineBase):
             )
         if not self.units:
             raise ValueError("the model has no prunable channel group (Conv/Linear/BatchNorm)")
+        # The agent walks the layers in the order the forward pass runs them.
+        position = {name: i for i, name in enumerate(self._spatial)}
+        order = sorted(range(len(self.units)), key=lambda i: position[self.units[i].name])
+        self.units = [self.units[i] for i in order]
+        self.slices = [self.slices[i] for i in order]
         self._index_shapes()
-        self.set_rankings([np.argsort(-s, kind="stable") for s in scores])
+        self.set_rankings([np.argsort(-scores[i], kind="stable") for i in order])
 
     @staticmethod
     def _supported(module: nn.Module) -> bool:

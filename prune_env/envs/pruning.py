@@ -1,0 +1,511 @@
+"""The pruning environment family: choose how much of each layer to keep, under a resource budget."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+from torch.utils.data import Dataset
+
+from prune_env.costs import CostSpec, check_budget, measure_latency, parse_costs
+from prune_env.data import (
+    ALL_DATASETS,
+    DatasetInfo,
+    Split,
+    dataset_info,
+    load_split,
+    normalise,
+    synthetic_split,
+)
+from prune_env.engine import IMPORTANCES, make_engine
+from prune_env.evaluation import accuracy, finetune, has_batchnorm, recalibrate_batchnorm
+from prune_env.models import MODELS
+from prune_env.zoo import get_base_model
+
+MODES = ("layerwise", "oneshot")
+GRANULARITIES = ("channel", "weight")
+# Input shape of the architectures that do not take 3x32x32 images.
+_ARCH_INPUT = {"lenet5": (1, 28)}
+_STATIC_FEATURES = 9  # index, type, in, out, kernel, stride, fmap, params share, flops share
+N_FEATURES = _STATIC_FEATURES + 4  # + resource if rest kept, if rest minimal, previous action, budget
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _tensors_from(data: Dataset | Split | tuple, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Materialise the samples at ``indices`` of a user data set as (float images, labels)."""
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = (torch.as_tensor(t) for t in data)
+        idx = torch.from_numpy(indices)
+        return x[idx].float(), y[idx].long()
+    xs, ys = [], []
+    for i in indices.tolist():
+        x, y = data[i]
+        xs.append(torch.as_tensor(x, dtype=torch.float32))
+        ys.append(int(y))
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
+
+
+class PruneEnv(gym.Env):
+    """
+    ## Description
+
+    Pruning a trained network as a constrained MDP (Malik, Haider, Iqbal, Taj: "Neural Network
+    Pruning Through Constrained Reinforcement Learning", ICPR 2022). The agent decides, for each
+    prunable layer in turn, which fraction of it to keep; at the end the pruned network is built,
+    its BatchNorm statistics re-estimated, and its accuracy on a reward split carved from the
+    training set is the reward. The cost is the fraction of a resource (parameters, FLOPs,
+    latency or anything measurable) that the pruned network keeps; the constraint is
+    cost <= budget.
+
+    One env class serves every registered id: ``VGG11Prune-v0``, ``VGG16Prune-v0``,
+    ``VGG19Prune-v0``, ``ResNet18Prune-v0``, ``ResNet56Prune-v0`` (CIFAR-10 by default),
+    ``LeNet5Prune-v0`` (Fashion-MNIST) and ``ModelPrune-v0`` (any ``nn.Module`` and data).
+
+    A "layer" is one decision unit. With ``granularity="channel"`` it is a group of coupled
+    channels found by torch-pruning's dependency graph (the convolutions joined by a residual
+    add are one group); the classifier head is never pruned. With ``granularity="weight"`` it is
+    each Conv/Linear weight tensor, head included.
+
+    ## Action Space
+
+    ``mode="layerwise"``: ``Box(min_keep, 1, shape=(1,), float32)``, the keep ratio of the
+    current layer. ``mode="oneshot"``: ``Box(min_keep, 1, shape=(L,), float32)``, the keep
+    ratios of all ``L`` layers at once. A ratio keeps ``round(ratio * size)`` channels (rounded
+    to a multiple of ``channel_round``, at least one) or weights, the most important ones by
+    ``importance``. Values outside the bounds are clipped; NaN, inf or a wrong shape raise
+    ``ValueError``.
+
+    ## Observation Space
+
+    ``mode="layerwise"``: ``Box(0, 1, shape=(13,), float32)``, the AMC-style embedding of the
+    current layer, each static feature divided by its maximum over layers:
+
+    | Num | Observation                                                             |
+    |-----|-------------------------------------------------------------------------|
+    | 0   | layer index / (L - 1)                                                   |
+    | 1   | layer type (0 convolution, 1 linear)                                    |
+    | 2   | input channels (features)                                               |
+    | 3   | output channels (features)                                              |
+    | 4   | kernel size                                                             |
+    | 5   | stride                                                                  |
+    | 6   | output feature-map size (positions)                                     |
+    | 7   | the layer's share of the base parameters                                |
+    | 8   | the layer's share of the base FLOPs                                     |
+    | 9   | resource fraction kept if every remaining layer is kept whole           |
+    | 10  | resource fraction kept if every remaining layer is pruned to min_keep   |
+    | 11  | previous action (1 at the first layer)                                  |
+    | 12  | budget of the primary cost                                              |
+
+    Features 9 and 10 use the primary cost when it is "params" or "flops", else the parameters.
+    ``mode="oneshot"``: ``Box(0, 1, shape=(9 * L + 1,))``, features 0-8 of every layer, then the
+    budget (constant within an env: a contextual bandit).
+
+    ## Reward
+
+    0 at every step but the last; at the last step, the top-1 accuracy (in [0, 1]) of the
+    pruned network on ``reward_size`` images carved from the training set (never the test set),
+    after BatchNorm re-calibration on ``bn_calib_size`` other training images and
+    ``finetune_steps`` SGD steps on the rest of the training set.
+
+    ## Cost
+
+    ``info["cost"]``: 0 before the last step, then the fraction of the base network's resource
+    that the pruned network keeps, so the episode's summed cost is that fraction.
+    ``info["cost_limit"]`` is the budget. With ``costs={name: budget, ...}`` several constraints
+    are reported in ``info["costs"]`` / ``info["cost_limits"]`` (always present, one entry with a
+    single cost) and ``info["cost"]`` is the first. "params" counts parameters (non-zero ones for
+    weight granularity), "flops" counts Conv/Linear multiply-accumulates (of non-zero weights for
+    weight granularity), "latency" is the median wall time of the pruned net on a fixed batch of
+    ``latency_batch_size`` training images relative to the base net, a callable ``f`` gives
+    ``f(pruned) / f(base)``.
+
+    The last step's info also holds ``accuracy``, ``keep_ratios`` (kept fraction per layer),
+    ``actions`` (the clipped ratios asked for), ``kept`` (channels or weights kept per layer),
+    ``params``, ``flops``, ``constraint_satisfied`` and ``timing`` (seconds per stage).
+
+    ## Starting State
+
+    The first layer, with the previous action set to 1.
+
+    ## Episode End
+
+    ``terminated=True`` after the last layer (``L`` steps; one step in oneshot mode). Never
+    truncated.
+
+    ## Arguments
+
+    ```python
+    gym.make("VGG16Prune-v0", budget=0.1, cost="params")
+    gym.make("ModelPrune-v0", model=net, example_input=x, train_data=ds, budget=0.5, cost="flops")
+    ```
+
+    - ``model``: a registered architecture name (``prune_env.models.MODELS``) or an ``nn.Module``.
+    - ``example_input``: a batch the module accepts (required with an ``nn.Module``).
+    - ``train_data``: the user's training data for an ``nn.Module``: a ``Dataset`` of
+      ``(tensor, label)`` already transformed as the model expects, or an ``(images, labels)``
+      tensor pair. Reward and calibration images are drawn from it.
+    - ``dataset``: data set of a registered architecture: "cifar10", "cifar100", "mnist",
+      "fashion_mnist", "imagefolder" (``data_dir`` with train/ and test/) or "synthetic"
+      (learnable generated images, for tests and speed runs). Default per id.
+    - ``data_dir``: where the data set lies (else ``$PRUNE_ENV_DATA``, else
+      ``$PRUNE_ENV_HOME/data``); downloaded there by torchvision when online.
+    - ``checkpoint``: the user's base weights (our checkpoint format or a state_dict). Without
+      it, the cached base model is loaded or trained with the documented recipe.
+    - ``pretrained``: False uses a randomly initialised base network (speed tests only).
+    - ``base_train_epochs``: override the training recipe's length (cached separately).
+    - ``width_mult``: channel width multiplier of a registered architecture (1.0 is the paper's).
+    - ``budget``: the largest resource fraction allowed, in (0, 1]. Default 0.1 (the paper's).
+    - ``cost``: "params", "flops", "latency" or a callable ``f(model) -> float``.
+    - ``costs``: several constraints ``{cost: budget}``; replaces ``cost`` and ``budget``.
+    - ``mode``: "layerwise" (one step per layer) or "oneshot" (one step, all ratios).
+    - ``granularity``: "channel" (structured, physically smaller) or "weight" (unstructured).
+    - ``importance``: ranking inside a layer: "l1", "l2", "bn_scale" (channel only), "random"
+      (a ranking drawn from the env's RNG at ``reset(seed=...)``).
+    - ``min_keep``: smallest keep ratio an action can ask for, in (0, 1].
+    - ``channel_round``: round kept channel counts to a multiple of this (hardware-friendly).
+    - ``ignored_layers``: names of modules whose output channels are never pruned.
+    - ``reward_size``, ``bn_calib_size``: images in the reward and calibration splits.
+    - ``bn_recalibrate``: re-estimate BatchNorm statistics before the reward (default True).
+    - ``finetune_steps``, ``finetune_lr``, ``finetune_batch_size``, ``finetune_pool_size``: the
+      optional fine-tuning before the reward (the paper uses 0, 32 or 128 steps).
+    - ``eval_batch_size``: batch size of the reward evaluation.
+    - ``latency_batch_size``, ``latency_repeats``: the latency measurement.
+    - ``split_seed``: seed of the fixed carving of the training set into reward/calibration/
+      fine-tune images (a property of the task, not of the episode).
+    - ``device``: "auto" (CUDA when available), "cpu", "cuda", ...
+    - ``progress``: show a progress bar while a base model trains.
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        model: str | nn.Module,
+        example_input: torch.Tensor | None = None,
+        train_data: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None,
+        dataset: str = "cifar10",
+        data_dir: str | os.PathLike | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        pretrained: bool = True,
+        base_train_epochs: int | None = None,
+        width_mult: float = 1.0,
+        budget: float = 0.1,
+        cost: str | Callable[[nn.Module], float] = "params",
+        costs: Mapping[str | Callable[[nn.Module], float], float] | None = None,
+        mode: str = "layerwise",
+        granularity: str = "channel",
+        importance: str = "l1",
+        min_keep: float = 0.05,
+        channel_round: int = 1,
+        ignored_layers: Sequence[str] = (),
+        reward_size: int = 2000,
+        bn_calib_size: int = 512,
+        bn_recalibrate: bool = True,
+        finetune_steps: int = 0,
+        finetune_lr: float = 0.01,
+        finetune_batch_size: int = 128,
+        finetune_pool_size: int = 10_000,
+        eval_batch_size: int = 1000,
+        latency_batch_size: int = 64,
+        latency_repeats: int = 5,
+        split_seed: int = 0,
+        device: str | torch.device = "auto",
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        self._validate_args(
+            mode, granularity, importance, min_keep, channel_round, reward_size, bn_calib_size,
+            finetune_steps, dataset, model,
+        )  # fmt: skip
+        self.specs: list[CostSpec] = parse_costs(cost, budget, costs)
+        self.budget = self.specs[0].budget
+        self.mode, self.granularity, self.importance = mode, granularity, importance
+        self.min_keep, self.channel_round = float(min_keep), int(channel_round)
+        self.bn_recalibrate, self.finetune_steps = bn_recalibrate, int(finetune_steps)
+        self.finetune_lr, self.finetune_batch_size = finetune_lr, finetune_batch_size
+        self.eval_batch_size, self.latency_repeats = eval_batch_size, latency_repeats
+        self.device = _resolve_device(device)
+
+        setup_start = time.perf_counter()
+        if isinstance(model, str):
+            base, example, train_x, train_y, self.base_info = self._zoo_setup(
+                model, dataset, data_dir, checkpoint, pretrained, base_train_epochs, width_mult,
+                split_seed, reward_size, bn_calib_size, finetune_pool_size, progress,
+            )  # fmt: skip
+        else:
+            if example_input is None or train_data is None:
+                raise ValueError("an nn.Module needs example_input= and train_data=")
+            base, example = model.to(self.device).eval(), example_input.to(self.device)
+            train_x, train_y = self._user_data(
+                train_data, split_seed, reward_size, bn_calib_size, finetune_pool_size
+            )
+            self.base_info = {"source": "user module"}
+        self.reward_x, self.reward_y = train_x[:reward_size], train_y[:reward_size]
+        calib_end = reward_size + bn_calib_size
+        self.calib_x = train_x[reward_size:calib_end]
+        self.pool_x, self.pool_y = train_x[calib_end:], train_y[calib_end:]
+        if finetune_steps > 0 and len(self.pool_y) == 0:
+            raise ValueError("finetune_steps > 0 but no training images are left for fine-tuning")
+        self.base_model = base
+        self.engine = make_engine(base, example, granularity, importance, ignored_layers)
+        self.units = self.engine.units
+        self.n_layers = len(self.units)
+        self._sizes = np.array([u.size for u in self.units], dtype=np.int64)
+        self._latency_batch = train_x[: min(latency_batch_size, len(train_x))]
+        self._base_cost: dict[str, float] = {}
+        for spec in self.specs:
+            if spec.name == "latency" and spec.fn is None:
+                self._base_cost["latency"] = measure_latency(
+                    base, self._latency_batch, self.latency_repeats
+                )
+            elif spec.fn is not None:
+                self._base_cost[spec.name] = float(spec.fn(base))
+                if not self._base_cost[spec.name] > 0:
+                    raise ValueError(f"cost {spec.name!r} of the base model must be > 0")
+        self.base_accuracy = accuracy(base, self.reward_x, self.reward_y, eval_batch_size)
+        self._static = self._static_features()
+        self.setup_seconds = time.perf_counter() - setup_start
+
+        n = self.n_layers
+        if mode == "layerwise":
+            self.action_space = spaces.Box(self.min_keep, 1.0, shape=(1,), dtype=np.float32)
+            self.observation_space = spaces.Box(0.0, 1.0, shape=(N_FEATURES,), dtype=np.float32)
+        else:
+            self.action_space = spaces.Box(self.min_keep, 1.0, shape=(n,), dtype=np.float32)
+            self.observation_space = spaces.Box(
+                0.0, 1.0, shape=(_STATIC_FEATURES * n + 1,), dtype=np.float32
+            )
+        self._step = -1  # -1: reset() not called yet or the episode is over
+        self._actions = np.ones(n)
+        self._rankings_drawn = False
+        self._generator = torch.Generator()
+
+    # ----------------------------------------------------------------- set-up helpers
+    @staticmethod
+    def _validate_args(
+        mode, granularity, importance, min_keep, channel_round, reward_size, bn_calib_size,
+        finetune_steps, dataset, model,
+    ) -> None:  # fmt: skip
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
+        if importance not in IMPORTANCES:
+            raise ValueError(f"unknown importance {importance!r}; expected one of {IMPORTANCES}")
+        check_budget(min_keep, "min_keep")
+        if int(channel_round) < 1:
+            raise ValueError(f"channel_round must be >= 1, got {channel_round}")
+        if int(reward_size) < 1 or int(bn_calib_size) < 0 or int(finetune_steps) < 0:
+            raise ValueError("reward_size must be >= 1; bn_calib_size, finetune_steps >= 0")
+        if isinstance(model, str):
+            if model not in MODELS:
+                raise ValueError(f"unknown model {model!r}; expected one of {sorted(MODELS)}")
+            if dataset not in ALL_DATASETS:
+                raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(ALL_DATASETS)}")
+        elif not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an architecture name or an nn.Module, got {type(model)}")
+
+    def _zoo_setup(
+        self, arch, dataset, data_dir, checkpoint, pretrained, base_train_epochs, width_mult,
+        split_seed, reward_size, bn_calib_size, pool_size, progress,
+    ):  # fmt: skip
+        if dataset == "synthetic":
+            channels, size = _ARCH_INPUT.get(arch, (3, 32))
+            train, test = synthetic_split("train", 10, channels, size), None
+            test = synthetic_split("test", 10, channels, size)
+        else:
+            train = load_split(dataset, "train", data_dir)
+            test = None
+        info: DatasetInfo = dataset_info(dataset, train)
+        needs_training = pretrained and checkpoint is None
+        if needs_training and test is None:
+            test = load_split(dataset, "test", data_dir)
+        base, meta = get_base_model(
+            arch, dataset, info, train, test, width_mult, checkpoint, pretrained,
+            base_train_epochs, self.device, progress=progress,
+        )  # fmt: skip
+        idx = self._carve(len(train), split_seed, reward_size, bn_calib_size, pool_size)
+        x = normalise(train.images[torch.from_numpy(idx)].to(self.device), info)
+        y = train.labels[torch.from_numpy(idx)].to(self.device)
+        example = x[:1].clone()
+        return base, example, x, y, {**meta, "dataset": dataset, "arch": arch}
+
+    def _user_data(self, data, split_seed, reward_size, bn_calib_size, pool_size):
+        n = len(data[1]) if isinstance(data, tuple) else len(data)
+        idx = self._carve(n, split_seed, reward_size, bn_calib_size, pool_size)
+        x, y = _tensors_from(data, idx)
+        return x.to(self.device), y.to(self.device)
+
+    def _carve(self, n: int, seed: int, reward: int, calib: int, pool: int) -> np.ndarray:
+        if n < reward:
+            raise ValueError(f"reward_size={reward} but the training set holds only {n} images")
+        order = np.random.default_rng(seed).permutation(n)
+        want = reward + calib + (pool if self.finetune_steps > 0 else 0)
+        return order[: min(n, want)]
+
+    def _static_features(self) -> np.ndarray:
+        u = self.units
+        cols = np.array(
+            [
+                [i, x.layer_type, x.in_channels, x.out_channels, x.kernel, x.stride, x.fmap,
+                 x.params_share, x.flops_share]
+                for i, x in enumerate(u)
+            ],  # fmt: skip
+            dtype=np.float64,
+        )
+        peak = cols.max(axis=0)
+        peak[peak == 0] = 1
+        return (cols / peak).astype(np.float32)
+
+    # ----------------------------------------------------------------- MDP
+    def _counts(self, ratios: np.ndarray) -> np.ndarray:
+        step = self.channel_round if self.granularity == "channel" else 1
+        counts = np.round(ratios * self._sizes / step).astype(np.int64) * step
+        return np.clip(counts, np.minimum(step, self._sizes), self._sizes).clip(min=1)
+
+    def _resource_fraction(self, counts: np.ndarray) -> float:
+        params, flops = self.engine.resources(counts)
+        if self.specs[0].name == "flops" and self.specs[0].fn is None:
+            return flops / max(self.engine.total_macs, 1)
+        return params / self.engine.total_params
+
+    def _observation(self) -> np.ndarray:
+        if self.mode == "oneshot":
+            return np.append(self._static.ravel(), np.float32(self.budget)).astype(np.float32)
+        t = self._step
+        decided = self._counts(self._actions)
+        upper, lower = decided.copy(), decided.copy()
+        upper[t:] = self._sizes[t:]
+        lower[t:] = self._counts(np.full(self.n_layers, self.min_keep))[t:]
+        prev = self._actions[t - 1] if t > 0 else 1.0
+        dynamic = [self._resource_fraction(upper), self._resource_fraction(lower), prev, self.budget]
+        obs = np.concatenate([self._static[t], np.asarray(dynamic, dtype=np.float32)])
+        return np.clip(obs, 0.0, 1.0).astype(np.float32)
+
+    def _check_action(self, action: Any) -> np.ndarray:
+        try:
+            a = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"action must be numeric with shape {self.action_space.shape}") from None
+        if self.mode == "layerwise" and a.shape == ():
+            a = a.reshape(1)
+        if a.shape != self.action_space.shape:
+            raise ValueError(
+                f"action must have shape {self.action_space.shape} ({self.mode} mode), got {a.shape}"
+            )
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action must be finite, got {a.tolist()}")
+        return np.clip(a, self.min_keep, 1.0)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if self.importance == "random" and (seed is not None or not self._rankings_drawn):
+            self.engine.draw_random_rankings(self.np_random)
+            self._rankings_drawn = True
+        self._generator.manual_seed(int(self.np_random.integers(2**63 - 1)))
+        self._step = 0
+        self._actions = np.ones(self.n_layers)
+        info = {"cost_limit": self.budget, "cost_limits": self._limits()}
+        return self._observation(), info
+
+    def _limits(self) -> dict[str, float]:
+        return {s.name: s.budget for s in self.specs}
+
+    def step(self, action):
+        if self._step < 0:
+            raise RuntimeError("call reset() before step(), and again after the episode ends")
+        a = self._check_action(action)
+        if self.mode == "oneshot":
+            self._actions = a.copy()
+            self._step = self.n_layers
+        else:
+            self._actions[self._step] = a[0]
+            self._step += 1
+        if self._step < self.n_layers:
+            info = {
+                "cost": 0.0,
+                "costs": {s.name: 0.0 for s in self.specs},
+                "cost_limit": self.budget,
+                "cost_limits": self._limits(),
+            }
+            return self._observation(), 0.0, False, False, info
+        info = self.evaluate(self._actions)
+        self._step = -1
+        obs = np.zeros(self.observation_space.shape, dtype=np.float32)
+        if self.mode == "oneshot":
+            obs = self._observation()
+        return obs, info["accuracy"], True, False, info
+
+    # ----------------------------------------------------------------- evaluation
+    def prune(self, ratios: Sequence[float]) -> nn.Module:
+        """The pruned network for keep ``ratios`` (before re-calibration and fine-tuning)."""
+        return self.engine.build(self._counts(np.clip(np.asarray(ratios, float), self.min_keep, 1)))
+
+    def evaluate(self, ratios: Sequence[float]) -> dict[str, Any]:
+        """Prune to ``ratios``, re-calibrate, fine-tune, measure: the last step's info dict."""
+        ratios = np.clip(np.asarray(ratios, dtype=np.float64), self.min_keep, 1.0)
+        counts = self._counts(ratios)
+        timing: dict[str, float] = {}
+        start = time.perf_counter()
+        net = self.engine.build(counts)
+        timing["build"] = time.perf_counter() - start
+        t = time.perf_counter()
+        if self.bn_recalibrate and len(self.calib_x) and has_batchnorm(net):
+            recalibrate_batchnorm(net, self.calib_x)
+        timing["bn_recalibration"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if self.finetune_steps:
+            finetune(
+                net, self.pool_x, self.pool_y, self.finetune_steps, self._generator,
+                self.finetune_batch_size, self.finetune_lr,
+            )  # fmt: skip
+        timing["finetune"] = time.perf_counter() - t
+        t = time.perf_counter()
+        acc = accuracy(net, self.reward_x, self.reward_y, self.eval_batch_size)
+        timing["evaluation"] = time.perf_counter() - t
+        t = time.perf_counter()
+        params, flops = self.engine.resources(counts)
+        costs = {s.name: self._cost(s, net, params, flops) for s in self.specs}
+        timing["cost"] = time.perf_counter() - t
+        timing["total"] = time.perf_counter() - start
+        first = self.specs[0].name
+        return {
+            "cost": costs[first],
+            "costs": costs,
+            "cost_limit": self.budget,
+            "cost_limits": self._limits(),
+            "accuracy": acc,
+            "keep_ratios": (counts / self._sizes).tolist(),
+            "actions": ratios.tolist(),
+            "kept": counts.tolist(),
+            "params": int(params),
+            "flops": int(flops),
+            "constraint_satisfied": all(costs[s.name] <= s.budget for s in self.specs),
+            "timing": timing,
+        }
+
+    def _cost(self, spec: CostSpec, net: nn.Module, params: int, flops: int) -> float:
+        if spec.fn is not None:
+            return float(spec.fn(net)) / self._base_cost[spec.name]
+        if spec.name == "params":
+            return params / self.engine.total_params
+        if spec.name == "flops":
+            return flops / max(self.engine.total_macs, 1)
+        latency = measure_latency(net, self._latency_batch, self.latency_repeats)
+        return latency / self._base_cost["latency"]

@@ -1,0 +1,214 @@
+"""Base models: load the user's checkpoint, or the cached one, or train it with a recipe.
+
+Cached checkpoints live in ``$PRUNE_ENV_HOME/checkpoints`` (default ``~/.cache/prune_env``),
+named after everything that makes them differ (architecture, width, data set, epochs), so
+that two different base models are never mistaken for one another.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from prune_env.data import DatasetInfo, Split, augment, normalise
+from prune_env.evaluation import accuracy
+from prune_env.models import build_model
+from prune_env.paths import atomic_torch_save, home_dir
+
+CHECKPOINT_FORMAT = "prune_env.checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is unreadable or does not fit the architecture."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """SGD with Nesterov momentum, cosine learning-rate decay, optional crop+flip augmentation."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+
+
+# Short schedules, chosen so that a CPU can produce every base model; see the README for
+# the accuracy each reaches and how long it takes.
+RECIPES: dict[str, Recipe] = {
+    "lenet5": Recipe(epochs=8, lr=0.05, weight_decay=5e-4, augment=False),
+    "vgg11": Recipe(epochs=30),
+    "vgg16": Recipe(epochs=30),
+    "vgg19": Recipe(epochs=30),
+    "resnet18": Recipe(epochs=30),
+    "resnet56": Recipe(epochs=30, lr=0.1),
+}
+
+
+def train_model(
+    model: nn.Module,
+    train: Split,
+    info: DatasetInfo,
+    recipe: Recipe,
+    seed: int = 0,
+    progress: bool = True,
+    description: str = "training",
+) -> float:
+    """Train ``model`` in place on its device with ``recipe``; returns seconds spent."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    images, labels = train.images.to(device), train.labels.to(device)
+    steps_per_epoch = max(1, len(labels) // recipe.batch_size)
+    total = steps_per_epoch * recipe.epochs
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=True,
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=recipe.lr, total_steps=total, pct_start=0.15, anneal_strategy="cos"
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc=description, disable=not progress, unit="step")
+    model.train()
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(labels), generator=generator).to(device)
+        for step in range(steps_per_epoch):
+            idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            batch = images[idx]
+            if recipe.augment:
+                batch = augment(batch, generator)
+            loss = loss_fn(model(normalise(batch, info)), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    return time.perf_counter() - start
+
+
+def test_accuracy(model: nn.Module, test: Split, info: DatasetInfo) -> float:
+    device = next(model.parameters()).device
+    return accuracy(model, normalise(test.images.to(device), info), test.labels.to(device))
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Load weights into ``model`` from our checkpoint format or a plain state_dict.
+
+    Returns the checkpoint's metadata (empty for a plain state_dict). Raises CheckpointError
+    naming the file when it is unreadable or does not match the architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file: {exc}") from exc
+    if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
+        state, meta = blob["state_dict"], {k: v for k, v in blob.items() if k != "state_dict"}
+    elif isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):
+        state, meta = blob, {}
+    else:
+        raise CheckpointError(
+            f"checkpoint {path} holds neither a state_dict nor a {CHECKPOINT_FORMAT} file"
+        )
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:5]}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            details.append(
+                "shape mismatch "
+                + ", ".join(f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5])
+            )
+        raise CheckpointError(
+            f"checkpoint {path} does not match {type(model).__name__}: " + "; ".join(details)
+        )
+    model.load_state_dict(state)
+    return meta
+
+
+def cache_path(arch: str, dataset: str, width_mult: float, epochs: int) -> Path:
+    width = "" if width_mult == 1.0 else f"-w{width_mult:g}"
+    return home_dir() / "checkpoints" / f"{arch}{width}-{dataset}-e{epochs}.pt"
+
+
+def get_base_model(
+    arch: str,
+    dataset: str,
+    info: DatasetInfo,
+    train: Split | None,
+    test: Split | None,
+    width_mult: float = 1.0,
+    checkpoint: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    train_epochs: int | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The base network of a registered architecture, in eval mode on ``device``.
+
+    Order: ``checkpoint`` if given; else (when ``pretrained``) the cache file; else train with
+    ``RECIPES[arch]`` (``train_epochs`` overrides its length) and cache the result atomically.
+    ``pretrained=False`` returns the randomly initialised network (for speed tests).
+    """
+    model = build_model(arch, info.num_classes, info.channels, width_mult)
+    if checkpoint is not None:
+        meta = load_checkpoint(model, checkpoint)
+        return model.to(device).eval(), {"source": str(checkpoint), **meta}
+    if not pretrained:
+        torch.manual_seed(seed)
+        model = build_model(arch, info.num_classes, info.channels, width_mult)
+        return model.to(device).eval(), {"source": "random initialisation"}
+    recipe = RECIPES[arch]
+    if train_epochs is not None:
+        recipe = replace(recipe, epochs=int(train_epochs))
+    path = cache_path(arch, dataset, width_mult, recipe.epochs)
+    if path.is_file():
+        meta = load_checkpoint(model, path)
+        return model.to(device).eval(), {"source": str(path), **meta}
+    if train is None:
+        raise ValueError(f"no cached {path.name} and no training data to train it")
+    model = model.to(device)
+    seconds = train_model(
+        model, train, info, recipe, seed, progress, description=f"training {arch} on {dataset}"
+    )
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch,
+        "dataset": dataset,
+        "width_mult": width_mult,
+        "recipe": asdict(recipe),
+        "seed": seed,
+        "train_seconds": round(seconds, 1),
+        "device": str(device),
+    }
+    if test is not None:
+        meta["test_accuracy"] = test_accuracy(model, test, info)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save({**meta, "state_dict": state}, path)
+    return model.eval(), {"source": str(path), **meta}
