@@ -72,7 +72,9 @@ def parse_costs(
 
 
 @torch.inference_mode()
-def measure_latency(model: nn.Module, batch: torch.Tensor, repeats: int = 5, warmup: int = 2) -> float:
+def measure_latency(
+    model: nn.Module, batch: torch.Tensor, repeats: int = 5, warmup: int = 2
+) -> float:
     """Median seconds of one forward pass of ``model`` on ``batch`` (CUDA synchronised)."""
     model.eval()
     sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)

@@ -67,8 +67,10 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 [N,C,H,W], got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")  # fmt: skip
+            raise ValueError(
+                f"images must be uint8 [N,C,H,W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
@@ -111,8 +113,7 @@ def _find_imagefolder(root: Path, name: str) -> Path | None:
 
 
 def _decode_imagefolder(folder: Path, size: int | None) -> Split:
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import resize
+    from PIL import Image
 
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
     if not classes:
@@ -122,10 +123,11 @@ def _decode_imagefolder(folder: Path, size: int | None) -> Split:
     for label, cls in enumerate(classes):
         files = sorted(p for p in (folder / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         for path in files:
-            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-            img = decode_image(data, mode=ImageReadMode.RGB)
-            if size is not None and tuple(img.shape[1:]) != (size, size):
-                img = resize(img, [size, size], antialias=True)
+            with Image.open(path) as pil:
+                pil = pil.convert("RGB")
+                if size is not None and pil.size != (size, size):
+                    pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+                img = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
             if first_shape is None:
                 first_shape = img.shape
             elif img.shape != first_shape:

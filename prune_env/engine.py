@@ -117,9 +117,14 @@ def _layer_shapes(model: nn.Module, spatial: dict[str, int]) -> dict[str, LayerS
             )
         elif isinstance(m, nn.Linear):
             shapes[name] = LayerShape(
-                "linear", m.out_features, m.in_features, 1, 1, m.bias is not None,
+                "linear",
+                m.out_features,
+                m.in_features,
+                1,
+                1,
+                m.bias is not None,
                 spatial.get(name, 0),
-            )  # fmt: skip
+            )
         elif isinstance(m, _BN) and m.affine:
             shapes[name] = LayerShape("bn", m.num_features, 0, 0, 1, True, 0)
     return shapes
@@ -269,7 +274,8 @@ class ChannelEngine(_EngineBase):
         if skipped:
             warnings.warn(
                 f"channel groups rooted at {skipped} touch layers this engine cannot slice "
-                "(grouped/depthwise convolutions, norms other than BatchNorm...); they are kept whole",
+                "(grouped/depthwise convolutions, norms other than BatchNorm...); "
+                "they are kept whole",
                 stacklevel=2,
             )
         if not self.units:
@@ -340,8 +346,9 @@ class ChannelEngine(_EngineBase):
         self.set_rankings([rng.permutation(u.size) for u in self.units])
 
     def _dim_size(self, shape: LayerShape, role: str, counts: np.ndarray) -> int:
-        unit, s = (shape.out_unit, shape.out_slice) if role == "out" else (
-            shape.in_unit, shape.in_slice)  # fmt: skip
+        unit, s = (
+            (shape.out_unit, shape.out_slice) if role == "out" else (shape.in_unit, shape.in_slice)
+        )
         full = shape.out_size if role == "out" else shape.in_size
         if unit is None:
             return full
@@ -429,9 +436,7 @@ class ChannelEngine(_EngineBase):
                 for s in slices:
                     if s.role != "out":
                         continue
-                    pruned = torch.from_numpy(s.order[s.kept_count[counts[unit]] :]).to(
-                        self.device
-                    )
+                    pruned = torch.from_numpy(s.order[s.kept_count[counts[unit]] :]).to(self.device)
                     module = net.get_submodule(s.module)
                     module.weight[pruned] = 0
                     if module.bias is not None:
@@ -471,7 +476,9 @@ class WeightEngine(_EngineBase):
                     self.base.get_submodule(n).weight.detach().abs().flatten(),
                     descending=True,
                     stable=True,
-                ).cpu().numpy()
+                )
+                .cpu()
+                .numpy()
                 for n in self.layer_names
             ]
 

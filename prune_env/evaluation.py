@@ -7,7 +7,9 @@ from torch import nn
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+) -> float:
     """Top-1 accuracy of ``model`` in eval mode on normalised ``images``."""
     model.eval()
     correct = 0

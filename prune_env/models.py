@@ -14,11 +14,49 @@ from torch import Tensor, nn
 
 _VGG_CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg16": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+    ],
     "vgg19": [
-        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-        512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
-    ],  # fmt: skip
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ],
 }
 
 
@@ -117,7 +155,9 @@ class CifarResNet(nn.Module):
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling, for 28x28 inputs."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0) -> None:
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0
+    ) -> None:
         super().__init__()
         c1, c2 = _scaled(6, width_mult), _scaled(16, width_mult)
         f1, f2 = _scaled(120, width_mult), _scaled(84, width_mult)

@@ -103,7 +103,7 @@ def train_model(
     return time.perf_counter() - start
 
 
-def test_accuracy(model: nn.Module, test: Split, info: DatasetInfo) -> float:
+def split_accuracy(model: nn.Module, test: Split, info: DatasetInfo) -> float:
     device = next(model.parameters()).device
     return accuracy(model, normalise(test.images.to(device), info), test.labels.to(device))
 
@@ -142,7 +142,9 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]
         if wrong:
             details.append(
                 "shape mismatch "
-                + ", ".join(f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5])
+                + ", ".join(
+                    f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]
+                )
             )
         raise CheckpointError(
             f"checkpoint {path} does not match {type(model).__name__}: " + "; ".join(details)
@@ -208,7 +210,7 @@ def get_base_model(
         "device": str(device),
     }
     if test is not None:
-        meta["test_accuracy"] = test_accuracy(model, test, info)
+        meta["test_accuracy"] = split_accuracy(model, test, info)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save({**meta, "state_dict": state}, path)
     return model.eval(), {"source": str(path), **meta}

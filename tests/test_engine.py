@@ -23,8 +23,12 @@ def _randomise_bn(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-CASES = [("vgg11", 0.25, 3, 32), ("resnet56", 0.25, 3, 32), ("resnet18", 0.125, 3, 32),
-         ("lenet5", 1.0, 1, 28)]  # fmt: skip
+CASES = [
+    ("vgg11", 0.25, 3, 32),
+    ("resnet56", 0.25, 3, 32),
+    ("resnet18", 0.125, 3, 32),
+    ("lenet5", 1.0, 1, 28),
+]
 
 
 @pytest.mark.parametrize(("arch", "width", "channels", "size"), CASES)
@@ -74,7 +78,7 @@ def test_residual_channels_form_one_group():
 
 
 class Tiny(nn.Module):
-    """conv(3->8, k3, bias) -> BN -> ReLU -> conv(8->4, k1, no bias) -> flatten -> Linear(4*4*4 -> 5)."""
+    """conv(3->8, k3, bias) -> BN -> ReLU -> conv(8->4, k1, no bias) -> flatten -> Linear(64->5)."""
 
     def __init__(self):
         super().__init__()

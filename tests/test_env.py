@@ -20,11 +20,11 @@ def make(env_id="VGG11Prune-v0", **kwargs):
 
 
 def run_episode(env, actions=None, seed=0):
-    obs, info = env.reset(seed=seed)
+    env.reset(seed=seed)
     total_cost, step, rewards = 0.0, 0, []
     while True:
         action = env.action_space.sample() if actions is None else actions[step]
-        obs, reward, terminated, truncated, info = env.step(action)
+        _, reward, terminated, truncated, info = env.step(action)
         total_cost += info["cost"]
         rewards.append(reward)
         step += 1
@@ -47,15 +47,29 @@ def test_registered_ids_pass_both_env_checkers(env_id):
 
 def test_model_prune_any_module_passes_checkers():
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(8, 4),
-    )  # fmt: skip
+    )
     x = torch.randn(40, 3, 8, 8)
     y = torch.randint(0, 4, (40,))
     dataset = torch.utils.data.TensorDataset(x, y)
-    env = gym.make("ModelPrune-v0", model=net, example_input=x[:1], train_data=dataset,
-                   budget=0.5, cost="flops", reward_size=16, bn_calib_size=8, device="cpu")  # fmt: skip
+    env = gym.make(
+        "ModelPrune-v0",
+        model=net,
+        example_input=x[:1],
+        train_data=dataset,
+        budget=0.5,
+        cost="flops",
+        reward_size=16,
+        bn_calib_size=8,
+        device="cpu",
+    )
     check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped, warn=False)
     _, _, info, steps = run_episode(env, [np.array([0.5])] * 2)
@@ -63,14 +77,25 @@ def test_model_prune_any_module_passes_checkers():
     assert info["cost_limit"] == 0.5
     assert info["cost"] == pytest.approx(info["flops"] / env.unwrapped.engine.total_macs)
     # tensor pair instead of a Dataset gives the same carving and the same result
-    env2 = gym.make("ModelPrune-v0", model=net, example_input=x[:1], train_data=(x, y),
-                    budget=0.5, cost="flops", reward_size=16, bn_calib_size=8, device="cpu")  # fmt: skip
+    env2 = gym.make(
+        "ModelPrune-v0",
+        model=net,
+        example_input=x[:1],
+        train_data=(x, y),
+        budget=0.5,
+        cost="flops",
+        reward_size=16,
+        bn_calib_size=8,
+        device="cpu",
+    )
     assert run_episode(env2, [np.array([0.5])] * 2)[2]["accuracy"] == info["accuracy"]
 
 
 def test_same_seed_same_episode_and_pickle_round_trip():
     env = make(importance="random", finetune_steps=2, finetune_batch_size=8)
-    actions = [np.array([r], dtype=np.float32) for r in np.linspace(0.2, 0.9, env.unwrapped.n_layers)]
+    actions = [
+        np.array([r], dtype=np.float32) for r in np.linspace(0.2, 0.9, env.unwrapped.n_layers)
+    ]
     first = run_episode(env, actions, seed=3)[2]
     second = run_episode(env, actions, seed=3)[2]
     assert first["accuracy"] == second["accuracy"] and first["kept"] == second["kept"]
@@ -85,9 +110,13 @@ def test_random_importance_depends_on_seed():
     env.reset(seed=1)
     first = [r.copy() for r in env.unwrapped.engine.rankings]
     env.reset()  # no new seed: the ranking of the task stays
-    assert all(np.array_equal(a, b) for a, b in zip(first, env.unwrapped.engine.rankings, strict=True))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(first, env.unwrapped.engine.rankings, strict=True)
+    )
     env.reset(seed=2)
-    assert not all(np.array_equal(a, b) for a, b in zip(first, env.unwrapped.engine.rankings, strict=True))
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(first, env.unwrapped.engine.rankings, strict=True)
+    )
 
 
 def test_full_keep_gives_base_cost_and_accuracy():
@@ -138,7 +167,7 @@ def test_custom_callable_and_several_costs():
         return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
 
     env = make(costs={"params": 0.2, conv_weights: 0.3, "latency": 0.9, "flops": 0.5})
-    _, cost, info, _ = run_episode(env, [np.array([0.5])] * env.unwrapped.n_layers)
+    info = run_episode(env, [np.array([0.5])] * env.unwrapped.n_layers)[2]
     assert list(info["costs"]) == ["params", "conv_weights", "latency", "flops"]
     assert info["cost_limits"] == {"params": 0.2, "conv_weights": 0.3, "latency": 0.9, "flops": 0.5}
     assert info["cost"] == info["costs"]["params"] and info["cost_limit"] == 0.2

@@ -1,11 +1,11 @@
-"""The pruning environment family: choose how much of each layer to keep, under a resource budget."""
+"""The pruning environment family: how much of each layer to keep, under a resource budget."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -34,7 +34,9 @@ GRANULARITIES = ("channel", "weight")
 # Input shape of the architectures that do not take 3x32x32 images.
 _ARCH_INPUT = {"lenet5": (1, 28)}
 _STATIC_FEATURES = 9  # index, type, in, out, kernel, stride, fmap, params share, flops share
-N_FEATURES = _STATIC_FEATURES + 4  # + resource if rest kept, if rest minimal, previous action, budget
+N_FEATURES = (
+    _STATIC_FEATURES + 4
+)  # + resource if rest kept, if rest minimal, previous action, budget
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -43,7 +45,9 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def _tensors_from(data: Dataset | Split | tuple, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _tensors_from(
+    data: Dataset | Split | tuple, indices: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Materialise the samples at ``indices`` of a user data set as (float images, labels)."""
     if isinstance(data, tuple) and len(data) == 2:
         x, y = (torch.as_tensor(t) for t in data)
@@ -192,7 +196,7 @@ class PruneEnv(gym.Env):
     - v0: initial version.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(
         self,
@@ -230,9 +234,17 @@ class PruneEnv(gym.Env):
     ) -> None:
         super().__init__()
         self._validate_args(
-            mode, granularity, importance, min_keep, channel_round, reward_size, bn_calib_size,
-            finetune_steps, dataset, model,
-        )  # fmt: skip
+            mode,
+            granularity,
+            importance,
+            min_keep,
+            channel_round,
+            reward_size,
+            bn_calib_size,
+            finetune_steps,
+            dataset,
+            model,
+        )
         self.specs: list[CostSpec] = parse_costs(cost, budget, costs)
         self.budget = self.specs[0].budget
         self.mode, self.granularity, self.importance = mode, granularity, importance
@@ -245,9 +257,19 @@ class PruneEnv(gym.Env):
         setup_start = time.perf_counter()
         if isinstance(model, str):
             base, example, train_x, train_y, self.base_info = self._zoo_setup(
-                model, dataset, data_dir, checkpoint, pretrained, base_train_epochs, width_mult,
-                split_seed, reward_size, bn_calib_size, finetune_pool_size, progress,
-            )  # fmt: skip
+                model,
+                dataset,
+                data_dir,
+                checkpoint,
+                pretrained,
+                base_train_epochs,
+                width_mult,
+                split_seed,
+                reward_size,
+                bn_calib_size,
+                finetune_pool_size,
+                progress,
+            )
         else:
             if example_input is None or train_data is None:
                 raise ValueError("an nn.Module needs example_input= and train_data=")
@@ -299,13 +321,23 @@ class PruneEnv(gym.Env):
     # ----------------------------------------------------------------- set-up helpers
     @staticmethod
     def _validate_args(
-        mode, granularity, importance, min_keep, channel_round, reward_size, bn_calib_size,
-        finetune_steps, dataset, model,
-    ) -> None:  # fmt: skip
+        mode,
+        granularity,
+        importance,
+        min_keep,
+        channel_round,
+        reward_size,
+        bn_calib_size,
+        finetune_steps,
+        dataset,
+        model,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
         if granularity not in GRANULARITIES:
-            raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
+            raise ValueError(
+                f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}"
+            )
         if importance not in IMPORTANCES:
             raise ValueError(f"unknown importance {importance!r}; expected one of {IMPORTANCES}")
         check_budget(min_keep, "min_keep")
@@ -317,14 +349,29 @@ class PruneEnv(gym.Env):
             if model not in MODELS:
                 raise ValueError(f"unknown model {model!r}; expected one of {sorted(MODELS)}")
             if dataset not in ALL_DATASETS:
-                raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(ALL_DATASETS)}")
+                raise ValueError(
+                    f"unknown dataset {dataset!r}; expected one of {list(ALL_DATASETS)}"
+                )
         elif not isinstance(model, nn.Module):
-            raise ValueError(f"model must be an architecture name or an nn.Module, got {type(model)}")
+            raise ValueError(
+                f"model must be an architecture name or an nn.Module, got {type(model)}"
+            )
 
     def _zoo_setup(
-        self, arch, dataset, data_dir, checkpoint, pretrained, base_train_epochs, width_mult,
-        split_seed, reward_size, bn_calib_size, pool_size, progress,
-    ):  # fmt: skip
+        self,
+        arch,
+        dataset,
+        data_dir,
+        checkpoint,
+        pretrained,
+        base_train_epochs,
+        width_mult,
+        split_seed,
+        reward_size,
+        bn_calib_size,
+        pool_size,
+        progress,
+    ):
         if dataset == "synthetic":
             channels, size = _ARCH_INPUT.get(arch, (3, 32))
             train, test = synthetic_split("train", 10, channels, size), None
@@ -337,9 +384,18 @@ class PruneEnv(gym.Env):
         if needs_training and test is None:
             test = load_split(dataset, "test", data_dir)
         base, meta = get_base_model(
-            arch, dataset, info, train, test, width_mult, checkpoint, pretrained,
-            base_train_epochs, self.device, progress=progress,
-        )  # fmt: skip
+            arch,
+            dataset,
+            info,
+            train,
+            test,
+            width_mult,
+            checkpoint,
+            pretrained,
+            base_train_epochs,
+            self.device,
+            progress=progress,
+        )
         idx = self._carve(len(train), split_seed, reward_size, bn_calib_size, pool_size)
         x = normalise(train.images[torch.from_numpy(idx)].to(self.device), info)
         y = train.labels[torch.from_numpy(idx)].to(self.device)
@@ -363,10 +419,19 @@ class PruneEnv(gym.Env):
         u = self.units
         cols = np.array(
             [
-                [i, x.layer_type, x.in_channels, x.out_channels, x.kernel, x.stride, x.fmap,
-                 x.params_share, x.flops_share]
+                [
+                    i,
+                    x.layer_type,
+                    x.in_channels,
+                    x.out_channels,
+                    x.kernel,
+                    x.stride,
+                    x.fmap,
+                    x.params_share,
+                    x.flops_share,
+                ]
                 for i, x in enumerate(u)
-            ],  # fmt: skip
+            ],
             dtype=np.float64,
         )
         peak = cols.max(axis=0)
@@ -394,7 +459,12 @@ class PruneEnv(gym.Env):
         upper[t:] = self._sizes[t:]
         lower[t:] = self._counts(np.full(self.n_layers, self.min_keep))[t:]
         prev = self._actions[t - 1] if t > 0 else 1.0
-        dynamic = [self._resource_fraction(upper), self._resource_fraction(lower), prev, self.budget]
+        dynamic = [
+            self._resource_fraction(upper),
+            self._resource_fraction(lower),
+            prev,
+            self.budget,
+        ]
         obs = np.concatenate([self._static[t], np.asarray(dynamic, dtype=np.float32)])
         return np.clip(obs, 0.0, 1.0).astype(np.float32)
 
@@ -402,12 +472,15 @@ class PruneEnv(gym.Env):
         try:
             a = np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"action must be numeric with shape {self.action_space.shape}") from None
+            raise ValueError(
+                f"action must be numeric with shape {self.action_space.shape}"
+            ) from None
         if self.mode == "layerwise" and a.shape == ():
             a = a.reshape(1)
         if a.shape != self.action_space.shape:
             raise ValueError(
-                f"action must have shape {self.action_space.shape} ({self.mode} mode), got {a.shape}"
+                f"action must have shape {self.action_space.shape} in {self.mode} mode, "
+                f"got {a.shape}"
             )
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action must be finite, got {a.tolist()}")
@@ -472,9 +545,14 @@ class PruneEnv(gym.Env):
         t = time.perf_counter()
         if self.finetune_steps:
             finetune(
-                net, self.pool_x, self.pool_y, self.finetune_steps, self._generator,
-                self.finetune_batch_size, self.finetune_lr,
-            )  # fmt: skip
+                net,
+                self.pool_x,
+                self.pool_y,
+                self.finetune_steps,
+                self._generator,
+                self.finetune_batch_size,
+                self.finetune_lr,
+            )
         timing["finetune"] = time.perf_counter() - t
         t = time.perf_counter()
         acc = accuracy(net, self.reward_x, self.reward_y, self.eval_batch_size)
