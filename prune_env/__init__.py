@@ -4,6 +4,7 @@ Importing the package registers every environment id (one place, versioned, stri
 points), so ``gym.make("VGG16Prune-v0")`` works after ``import prune_env``.
 """
 
+import gymnasium as gym
 from gymnasium.envs.registration import register
 
 __version__ = "0.1.0.dev0"
@@ -27,4 +28,12 @@ register(id="ModelPrune-v0", entry_point=_ENTRY_POINT)
 
 from prune_env.envs.pruning import PruneEnv  # noqa: E402
 
-__all__ = ["ENV_IDS", "ZOO_IDS", "PruneEnv", "__version__"]
+
+def make(env_id: str, **kwargs) -> gym.Env:
+    """``gym.make`` for this package's ids; an unknown id fails with the list of valid ones."""
+    if env_id not in ENV_IDS:
+        raise ValueError(f"unknown env id {env_id!r}; expected one of {list(ENV_IDS)}")
+    return gym.make(env_id, **kwargs)
+
+
+__all__ = ["ENV_IDS", "ZOO_IDS", "PruneEnv", "__version__", "make"]

@@ -270,7 +270,7 @@ class ChannelEngine(_EngineBase):
                 continue
             self.units.append(self._unit_features(root_name, size))
             self.slices.append(slices)
-            scores.append(self._score(group, size))
+            scores.append(self._score(group, size, root_name))
         if skipped:
             warnings.warn(
                 f"channel groups rooted at {skipped} touch layers this engine cannot slice "
@@ -294,7 +294,7 @@ class ChannelEngine(_EngineBase):
             return module.groups == 1 and not module.transposed
         return isinstance(module, (nn.Linear, _BN))
 
-    def _score(self, group, size: int) -> np.ndarray:
+    def _score(self, group, size: int, root_name: str) -> np.ndarray:
         if self.importance == "random":
             return -np.arange(size, dtype=np.float64)  # index order until a ranking is drawn
         if self.importance == "bn_scale":
@@ -307,8 +307,8 @@ class ChannelEngine(_EngineBase):
         if imp is None or len(imp) == 0:
             if self.importance == "bn_scale":
                 raise ValueError(
-                    f"importance 'bn_scale' needs a BatchNorm in every group; group "
-                    f"{self.shapes and group[0].dep.target.module} has none"
+                    "importance 'bn_scale' needs a BatchNorm in every channel group; the group "
+                    f"of {root_name!r} has none (list it in ignored_layers or use 'l1')"
                 )
             raise ValueError("torch-pruning returned no importance for a group")
         return imp.detach().double().cpu().numpy()

@@ -156,3 +156,17 @@ def test_unknown_granularity_and_importance():
         make_engine(Tiny(), torch.randn(1, 3, 4, 4), importance="taylor")
     with pytest.raises(ValueError, match="not defined for granularity='weight'"):
         make_engine(Tiny(), torch.randn(1, 3, 4, 4), granularity="weight", importance="bn_scale")
+
+
+def test_bn_scale_importance():
+    model = Tiny().eval()
+    with torch.no_grad():
+        model.bn.weight.copy_(torch.tensor([0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.4, 0.6]))
+    x = torch.randn(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="group of 'conv2' has none"):
+        ChannelEngine(model, x, importance="bn_scale")
+    engine = ChannelEngine(model, x, importance="bn_scale", ignored_layers=["conv2"])
+    assert [u.name for u in engine.units] == ["conv1"]
+    assert engine.rankings[0][:4].tolist() == [1, 3, 5, 7]
+    with pytest.raises(ValueError, match="needs a BatchNorm"):
+        ChannelEngine(build_model("lenet5", in_channels=1), torch.randn(1, 1, 28, 28), "bn_scale")

@@ -202,6 +202,8 @@ def test_bad_arguments_are_explained(kwargs, message):
 def test_unknown_id_and_model_list_the_valid_ones():
     with pytest.raises(gym.error.Error):
         gym.make("VGG13Prune-v0")
+    with pytest.raises(ValueError, match=r"VGG16Prune-v0.*ModelPrune-v0"):
+        prune_env.make("VGG13Prune-v0")
     with pytest.raises(ValueError, match="expected one of"):
         gym.make("ModelPrune-v0", model="alexnet")
 

@@ -374,7 +374,7 @@ class PruneEnv(gym.Env):
     ):
         if dataset == "synthetic":
             channels, size = _ARCH_INPUT.get(arch, (3, 32))
-            train, test = synthetic_split("train", 10, channels, size), None
+            train = synthetic_split("train", 10, channels, size)
             test = synthetic_split("test", 10, channels, size)
         else:
             train = load_split(dataset, "train", data_dir)
