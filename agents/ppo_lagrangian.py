@@ -1,0 +1,476 @@
+"""PPO-Lagrangian on stable-baselines3: PPO with a cost critic and Lagrange multipliers."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.utils import explained_variance, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+from torch.nn import functional as F
+
+from agents.buffers import CostRolloutBuffer
+from agents.lagrange import LAGRANGIANS, LagrangeMultiplier, make_lagrange
+from agents.policies import CostActorCriticPolicy
+
+
+class PPOLagrangian(PPO):
+    """PPO-Lagrangian: maximise return subject to E[episode cost] <= cost_limit.
+
+    The Lagrangian relaxation of a constrained MDP (Altman 1999) solved with PPO (Schulman et
+    al. 2017) as in Ray, Achiam, Amodei 2019 ("Benchmarking Safe Exploration in Deep RL") and
+    Malik et al. 2022 ("Neural Network Pruning Through Constrained Reinforcement Learning"),
+    with the PID multiplier of Stooke, Achiam, Abbeel 2020 as an option. It runs on any
+    Gymnasium env that puts its cost in ``info["cost"]`` (several: ``info["costs"]``, a dict).
+
+    Per rollout: the costs are stored beside the rewards, a cost critic estimates their value,
+    SB3's GAE gives cost advantages ``A_c``; the multipliers are updated from the mean episode
+    cost of the rollout's finished episodes against ``cost_limit`` before the policy update;
+    the clipped surrogate uses ``(A_r - sum_i lambda_i A_c,i) / (1 + sum_i lambda_i)``,
+    standardised per mini-batch when ``normalize_advantage`` (after combining, so that lambda
+    keeps its meaning: the price of one unit of cost in units of reward).
+
+    :param policy: "MlpPolicy" (a ``CostActorCriticPolicy``) or a subclass of it.
+    :param env: the env (or its id).
+    :param cost_limit: the limit of each cost. Default: the env's ``cost_limits`` /
+        ``cost_limit`` / ``budget`` attribute, else ``info["cost_limit"]`` of the first step.
+    :param n_costs: number of costs (default: from ``cost_limit`` or the env's ``cost_limits``,
+        else 1). With more than one, costs are read from ``info["costs"]`` in the env's order.
+    :param lagrangian: "gradient" (gradient ascent on lambda) or "pid" (PID Lagrangian).
+    :param lambda_init: initial lambda (default 0.0).
+    :param lambda_lr: learning rate of lambda for "gradient" (default 0.035, OmniSafe's).
+    :param lambda_optimizer: ``torch.optim`` class name for "gradient" (default "Adam").
+    :param lambda_max: upper bound of lambda, or None (default None).
+    :param pid_kp: proportional gain for "pid" (default 0.1).
+    :param pid_ki: integral gain for "pid" (default 0.01).
+    :param pid_kd: derivative gain for "pid" (default 0.01).
+    :param pid_d_delay: updates the derivative looks back for "pid" (default 10).
+    :param pid_ema_alpha: smoothing of the PID inputs (default 0.95).
+    :param cost_vf_coef: weight of the cost critic's loss (default 0.5).
+    :param cost_gamma: discount of the cost (default: ``gamma``).
+    :param cost_gae_lambda: GAE lambda of the cost (default: ``gae_lambda``).
+    :param kwargs: every other argument of ``stable_baselines3.PPO`` (learning_rate, n_steps,
+        batch_size, n_epochs, gamma, gae_lambda, clip_range, ent_coef, vf_coef, ...).
+
+    Logged (SB3 logger, so TensorBoard works): ``rollout/ep_cost_mean`` (over the last 100
+    episodes), ``rollout/ep_cost_rollout`` (episodes of the last rollout), ``train/lambda``
+    (``train/lambda_<name>`` for several costs), ``train/cost_value_loss``,
+    ``train/cost_explained_variance``, ``train/cost_limit``, besides PPO's own.
+
+    Saved with the agent: the multipliers, lambda's optimizer state and the cost critic.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": CostActorCriticPolicy}
+    rollout_buffer: CostRolloutBuffer
+    policy: CostActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[CostActorCriticPolicy],
+        env: Any,
+        cost_limit: float | Sequence[float] | None = None,
+        n_costs: int | None = None,
+        lagrangian: str = "gradient",
+        lambda_init: float = 0.0,
+        lambda_lr: float = 0.035,
+        lambda_optimizer: str = "Adam",
+        lambda_max: float | None = None,
+        pid_kp: float = 0.1,
+        pid_ki: float = 0.01,
+        pid_kd: float = 0.01,
+        pid_d_delay: int = 10,
+        pid_ema_alpha: float = 0.95,
+        cost_vf_coef: float = 0.5,
+        cost_gamma: float | None = None,
+        cost_gae_lambda: float | None = None,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if lagrangian not in LAGRANGIANS:
+            raise ValueError(f"unknown lagrangian {lagrangian!r}; expected one of {LAGRANGIANS}")
+        if cost_limit is not None:
+            limits = np.atleast_1d(np.asarray(cost_limit, dtype=np.float64))
+            if limits.ndim != 1 or not np.all(np.isfinite(limits)) or np.any(limits < 0):
+                raise ValueError(f"cost_limit must be finite and >= 0, got {cost_limit!r}")
+            if n_costs is not None and len(limits) != n_costs:
+                raise ValueError(f"{len(limits)} cost limits for n_costs={n_costs}")
+        if n_costs is not None and int(n_costs) < 1:
+            raise ValueError(f"n_costs must be >= 1, got {n_costs}")
+        if not (np.isfinite(lambda_init) and lambda_init >= 0):
+            raise ValueError(f"lambda_init must be >= 0, got {lambda_init}")
+        if not lambda_lr > 0:
+            raise ValueError(f"lambda_lr must be > 0, got {lambda_lr}")
+        if not cost_vf_coef >= 0:
+            raise ValueError(f"cost_vf_coef must be >= 0, got {cost_vf_coef}")
+        for name, value in (("cost_gamma", cost_gamma), ("cost_gae_lambda", cost_gae_lambda)):
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        super().__init__(policy, env, _init_setup_model=False, **kwargs)
+        self.cost_limit = cost_limit
+        self.n_costs = n_costs
+        self.lagrangian = lagrangian
+        self.lambda_init = lambda_init
+        self.lambda_lr = lambda_lr
+        self.lambda_optimizer = lambda_optimizer
+        self.lambda_max = lambda_max
+        self.pid_kp, self.pid_ki, self.pid_kd = pid_kp, pid_ki, pid_kd
+        self.pid_d_delay, self.pid_ema_alpha = pid_d_delay, pid_ema_alpha
+        self.cost_vf_coef = cost_vf_coef
+        self.cost_gamma = cost_gamma
+        self.cost_gae_lambda = cost_gae_lambda
+        self.cost_names: list[str] | None = None
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------------ set-up
+    def _env_cost_limits(self) -> tuple[list[str] | None, list[float] | None]:
+        """Names and limits the env advertises (our envs: ``cost_limits``), if any."""
+        if self.env is None:
+            return None, None
+        for attr in ("cost_limits", "cost_limit", "budget"):
+            try:
+                value = self.env.get_attr(attr, indices=[0])[0]
+            except AttributeError:
+                continue
+            if isinstance(value, dict):
+                return list(value), [float(v) for v in value.values()]
+            if value is not None:
+                return None, [float(v) for v in np.atleast_1d(value)]
+        return None, None
+
+    def _setup_model(self) -> None:
+        if isinstance(self.observation_space, spaces.Dict):
+            raise ValueError("PPOLagrangian does not support Dict observation spaces yet")
+        names, env_limits = self._env_cost_limits()
+        if self.cost_names is None:
+            self.cost_names = names
+        if self.cost_limit is None and env_limits is not None:
+            self.cost_limit = env_limits if len(env_limits) > 1 else env_limits[0]
+        if self.n_costs is None:
+            if self.cost_limit is not None:
+                self.n_costs = len(np.atleast_1d(self.cost_limit))
+            else:
+                self.n_costs = 1
+        if self.cost_names is not None and len(self.cost_names) != self.n_costs:
+            self.cost_names = None  # user chose fewer costs than the env has: read by position
+        self.rollout_buffer_class = CostRolloutBuffer
+        self.rollout_buffer_kwargs = {
+            **(self.rollout_buffer_kwargs or {}),
+            "n_costs": self.n_costs,
+            "cost_gamma": self.cost_gamma,
+            "cost_gae_lambda": self.cost_gae_lambda,
+        }
+        self.policy_kwargs = {**self.policy_kwargs, "n_costs": self.n_costs}
+        super()._setup_model()
+        self._build_lagrange(
+            self.cost_limit if self.cost_limit is not None else [0.0] * self.n_costs
+        )
+        self.ep_cost_buffer: deque[np.ndarray] = deque(maxlen=self._stats_window_size)
+        self._rollout_ep_costs: list[np.ndarray] = []
+        self._current_ep_costs = np.zeros((self.n_envs, self.n_costs))
+
+    def _build_lagrange(self, limits: float | Sequence[float]) -> None:
+        if self.lagrangian == "gradient":
+            kwargs = {
+                "init": self.lambda_init,
+                "lr": self.lambda_lr,
+                "optimizer": self.lambda_optimizer,
+                "upper_bound": self.lambda_max,
+            }
+        else:
+            kwargs = {
+                "kp": self.pid_kp,
+                "ki": self.pid_ki,
+                "kd": self.pid_kd,
+                "d_delay": self.pid_d_delay,
+                "ema_alpha": self.pid_ema_alpha,
+                "init": self.lambda_init,
+                "upper_bound": self.lambda_max,
+            }
+        self.lagrange: LagrangeMultiplier = make_lagrange(self.lagrangian, limits, **kwargs)
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, torch_vars = super()._get_torch_save_params()
+        state_dicts = [*state_dicts, "lagrange"]
+        if self.lagrangian == "gradient":
+            state_dicts.append("lagrange.optimizer")
+        return state_dicts, torch_vars
+
+    # ------------------------------------------------------------------ rollouts
+    @property
+    def lambdas(self) -> np.ndarray:
+        """The current Lagrange multipliers, one per cost."""
+        return self.lagrange.value
+
+    def _read_costs(self, infos: list[dict[str, Any]]) -> np.ndarray:
+        costs = np.zeros((len(infos), self.n_costs))
+        for i, info in enumerate(infos):
+            if self.n_costs == 1:
+                if "cost" not in info:
+                    raise KeyError("PPOLagrangian needs the env to report info['cost']")
+                costs[i, 0] = float(info["cost"])
+                continue
+            if "costs" not in info:
+                raise KeyError(f"n_costs={self.n_costs} needs info['costs'] (a dict) from the env")
+            values = info["costs"]
+            ordered = (
+                [values[k] for k in self.cost_names] if self.cost_names else list(values.values())
+            )
+            if len(ordered) < self.n_costs:
+                raise ValueError(
+                    f"info['costs'] has {len(ordered)} entries, expected {self.n_costs}"
+                )
+            costs[i] = ordered[: self.n_costs]
+        return costs
+
+    def _capture_limits(self, infos: list[dict[str, Any]]) -> None:
+        """Take the limits from the env's info when neither the user nor an attribute gave them."""
+        if self.cost_limit is not None:
+            return
+        info = infos[0]
+        if self.n_costs > 1 and isinstance(info.get("cost_limits"), dict):
+            limits = list(info["cost_limits"].values())[: self.n_costs]
+        elif "cost_limit" in info:
+            limits = [float(info["cost_limit"])]
+        else:
+            return
+        self.cost_limit = limits if len(limits) > 1 else limits[0]
+        self.lagrange.cost_limit.copy_(
+            th.as_tensor(np.atleast_1d(self.cost_limit), dtype=th.float32)
+        )
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """SB3's ``collect_rollouts`` that also stores costs and cost values (same structure)."""
+        assert self._last_obs is not None, "No previous observation was provided"
+        assert isinstance(rollout_buffer, CostRolloutBuffer)
+        self.policy.set_training_mode(False)
+        n_steps = 0
+        rollout_buffer.reset()
+        self._rollout_ep_costs = []
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
+        callback.on_rollout_start()
+
+        while n_steps < n_rollout_steps:
+            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+                self.policy.reset_noise(env.num_envs)
+            with th.no_grad():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                actions, values, log_probs = self.policy(obs_tensor)
+                cost_values = self.policy.predict_cost_values(obs_tensor)
+            actions = actions.cpu().numpy()
+            clipped_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                if self.policy.squash_output:
+                    clipped_actions = self.policy.unscale_action(clipped_actions)
+                else:
+                    clipped_actions = np.clip(
+                        actions, self.action_space.low, self.action_space.high
+                    )
+
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            costs = self._read_costs(infos)
+            self._capture_limits(infos)
+            self.num_timesteps += env.num_envs
+
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            self._track_episode_costs(costs, dones)
+            n_steps += 1
+
+            if isinstance(self.action_space, spaces.Discrete):
+                actions = actions.reshape(-1, 1)
+
+            # Bootstrap truncated episodes with the value (and cost value) of the last state.
+            for idx, done in enumerate(dones):
+                if (
+                    done
+                    and infos[idx].get("terminal_observation") is not None
+                    and infos[idx].get("TimeLimit.truncated", False)
+                ):
+                    terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                    with th.no_grad():
+                        terminal_value = self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
+                        terminal_cost = self.policy.predict_cost_values(terminal_obs)[0]  # type: ignore[arg-type]
+                    rewards[idx] += self.gamma * terminal_value
+                    costs[idx] += rollout_buffer.cost_gamma * terminal_cost.cpu().numpy()
+
+            rollout_buffer.add(
+                self._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                self._last_episode_starts,  # type: ignore[arg-type]
+                values,
+                log_probs,
+                cost=costs,
+                cost_value=cost_values,
+            )
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+
+        with th.no_grad():
+            obs_tensor = obs_as_tensor(new_obs, self.device)  # type: ignore[arg-type]
+            values = self.policy.predict_values(obs_tensor)
+            cost_values = self.policy.predict_cost_values(obs_tensor)
+        rollout_buffer.compute_returns_and_advantage(
+            last_values=values, dones=dones, last_cost_values=cost_values
+        )
+        if self.ep_cost_buffer:
+            self._record_per_cost("rollout/ep_cost_mean", np.mean(self.ep_cost_buffer, axis=0))
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _track_episode_costs(self, costs: np.ndarray, dones: np.ndarray) -> None:
+        self._current_ep_costs += costs
+        for idx in np.flatnonzero(dones):
+            episode_cost = self._current_ep_costs[idx].copy()
+            self.ep_cost_buffer.append(episode_cost)
+            self._rollout_ep_costs.append(episode_cost)
+            self._current_ep_costs[idx] = 0.0
+
+    def _record_per_cost(self, key: str, values: np.ndarray) -> None:
+        values = np.atleast_1d(values)
+        if len(values) == 1:
+            self.logger.record(key, float(values[0]))
+            return
+        names = self.cost_names or [str(i) for i in range(len(values))]
+        for name, value in zip(names, values, strict=True):
+            self.logger.record(f"{key}_{name}", float(value))
+
+    # ------------------------------------------------------------------ update
+    def _update_lagrange(self) -> None:
+        """One multiplier update from this rollout's finished episodes (else the recent ones)."""
+        source = self._rollout_ep_costs or list(self.ep_cost_buffer)
+        if not source:
+            return  # no episode has finished yet: nothing to compare with the limit
+        if self.cost_limit is None:
+            raise ValueError(
+                "no cost_limit: pass cost_limit=, or give the env a cost_limit attribute or "
+                "info['cost_limit']"
+            )
+        mean_cost = np.mean(source, axis=0)
+        self.lagrange.update(mean_cost)
+        self._record_per_cost("rollout/ep_cost_rollout", mean_cost)
+
+    def train(self) -> None:
+        """PPO's update with the Lagrangian advantage and a cost-critic loss."""
+        self._update_lagrange()
+        lambdas = th.as_tensor(self.lagrange.value, dtype=th.float32, device=self.device)
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+
+        entropy_losses, pg_losses, value_losses, cost_value_losses = [], [], [], []
+        clip_fractions = []
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            for data in self.rollout_buffer.get(self.batch_size):
+                actions = data.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = data.actions.long().flatten()
+                values, log_prob, entropy = self.policy.evaluate_actions(data.observations, actions)
+                values = values.flatten()
+                cost_values = self.policy.predict_cost_values(data.observations)
+
+                # Combine first, then standardise: lambda stays the price of one unit of cost
+                # in units of reward, whatever the scales of the two advantages.
+                advantages = (data.advantages - (data.cost_advantages * lambdas).sum(dim=1)) / (
+                    1.0 + lambdas.sum()
+                )
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+                ratio = th.exp(log_prob - data.old_log_prob)
+                policy_loss_1 = advantages * ratio
+                policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+                pg_losses.append(policy_loss.item())
+                clip_fractions.append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
+
+                if self.clip_range_vf is None:
+                    values_pred, cost_values_pred = values, cost_values
+                else:
+                    values_pred = data.old_values + th.clamp(
+                        values - data.old_values, -clip_range_vf, clip_range_vf
+                    )
+                    cost_values_pred = data.old_cost_values + th.clamp(
+                        cost_values - data.old_cost_values, -clip_range_vf, clip_range_vf
+                    )
+                value_loss = F.mse_loss(data.returns, values_pred)
+                cost_value_loss = F.mse_loss(data.cost_returns, cost_values_pred)
+                value_losses.append(value_loss.item())
+                cost_value_losses.append(cost_value_loss.item())
+
+                entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+                entropy_losses.append(entropy_loss.item())
+                loss = (
+                    policy_loss
+                    + self.ent_coef * entropy_loss
+                    + self.vf_coef * value_loss
+                    + self.cost_vf_coef * cost_value_loss
+                )
+
+                with th.no_grad():
+                    log_ratio = log_prob - data.old_log_prob
+                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_divs.append(approx_kl_div)
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch}: approx kl {approx_kl_div:.2f}")
+                    break
+
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        buffer = self.rollout_buffer
+        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
+        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
+        self.logger.record("train/value_loss", np.mean(value_losses))
+        self.logger.record("train/cost_value_loss", np.mean(cost_value_losses))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record(
+            "train/explained_variance",
+            explained_variance(buffer.values.flatten(), buffer.returns.flatten()),
+        )
+        self.logger.record(
+            "train/cost_explained_variance",
+            explained_variance(buffer.cost_values.flatten(), buffer.cost_returns.flatten()),
+        )
+        self._record_per_cost("train/lambda", self.lagrange.value)
+        if self.cost_limit is not None:
+            self._record_per_cost("train/cost_limit", np.atleast_1d(self.cost_limit))
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if self.clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
