@@ -286,6 +286,9 @@ class ChannelEngine(_EngineBase):
         self.units = [self.units[i] for i in order]
         self.slices = [self.slices[i] for i in order]
         self._index_shapes()
+        # Per-channel importance, divided by its group's mean so that groups compare (the
+        # normalisation torch-pruning uses for global pruning).
+        self._scores = [scores[i] / max(float(np.mean(np.abs(scores[i]))), 1e-12) for i in order]
         self.set_rankings([np.argsort(-scores[i], kind="stable") for i in order])
 
     @staticmethod
@@ -344,6 +347,12 @@ class ChannelEngine(_EngineBase):
 
     def draw_random_rankings(self, rng: np.random.Generator) -> None:
         self.set_rankings([rng.permutation(u.size) for u in self.units])
+
+    def global_scores(self) -> list[np.ndarray]:
+        """Importance of every channel, comparable across groups (for one global threshold)."""
+        if self.importance == "random":
+            raise ValueError("importance='random' has no magnitudes to threshold globally")
+        return self._scores
 
     def _dim_size(self, shape: LayerShape, role: str, counts: np.ndarray) -> int:
         unit, s = (
@@ -484,6 +493,15 @@ class WeightEngine(_EngineBase):
 
     def draw_random_rankings(self, rng: np.random.Generator) -> None:
         self.rankings = [rng.permutation(u.size) for u in self.units]
+
+    def global_scores(self) -> list[np.ndarray]:
+        """Weight magnitudes of every layer (global magnitude pruning compares them raw)."""
+        if self.importance == "random":
+            raise ValueError("importance='random' has no magnitudes to threshold globally")
+        return [
+            self.base.get_submodule(n).weight.detach().abs().flatten().float().cpu().numpy()
+            for n in self.layer_names
+        ]
 
     def resources(self, counts: Sequence[int]) -> tuple[int, int]:
         """(non-zero parameters, MACs of non-zero weights) when layer i keeps counts[i] weights."""

@@ -500,6 +500,43 @@ class PruneEnv(gym.Env):
     def _limits(self) -> dict[str, float]:
         return {s.name: s.budget for s in self.specs}
 
+    @property
+    def cost_limits(self) -> dict[str, float]:
+        """The budget of every cost, by name (agents read their cost limits here)."""
+        return self._limits()
+
+    @property
+    def cost_limit(self) -> float:
+        """The budget of the primary cost."""
+        return self.budget
+
+    @property
+    def current_layer(self) -> int | None:
+        """Index of the layer the next step decides (None outside an episode)."""
+        return None if self._step < 0 else self._step
+
+    @property
+    def decided_ratios(self) -> np.ndarray:
+        """Keep ratios chosen so far in this episode (1.0 for the layers not yet decided)."""
+        return self._actions.copy()
+
+    def snap(self, ratios: Sequence[float]) -> np.ndarray:
+        """The ratios the env really applies (kept / size): they survive float32 actions."""
+        counts = self._counts(np.clip(np.asarray(ratios, dtype=np.float64), self.min_keep, 1.0))
+        return counts / self._sizes
+
+    def analytic_costs(self, ratios: Sequence[float]) -> dict[str, float] | None:
+        """Every cost of ``ratios`` without building a network, or None if one is measured."""
+        if not all(spec.analytic for spec in self.specs):
+            return None
+        counts = self._counts(np.clip(np.asarray(ratios, dtype=np.float64), self.min_keep, 1.0))
+        params, flops = self.engine.resources(counts)
+        fractions = {
+            "params": params / self.engine.total_params,
+            "flops": flops / max(self.engine.total_macs, 1),
+        }
+        return {spec.name: fractions[spec.name] for spec in self.specs}
+
     def step(self, action):
         if self._step < 0:
             raise RuntimeError("call reset() before step(), and again after the episode ends")
