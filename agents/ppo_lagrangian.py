@@ -40,6 +40,8 @@ class PPOLagrangian(PPO):
 
     :param policy: "MlpPolicy" (a ``CostActorCriticPolicy``) or a subclass of it.
     :param env: the env (or its id).
+    :param policy_kwargs: as PPO; also ``cost_critic`` ("separate", default, or "shared") and
+        ``cost_net_arch`` (hidden sizes of a separate cost critic), see ``CostActorCriticPolicy``.
     :param cost_limit: the limit of each cost. Default: the env's ``cost_limits`` /
         ``cost_limit`` / ``budget`` attribute, else ``info["cost_limit"]`` of the first step.
     :param n_costs: number of costs (default: from ``cost_limit`` or the env's ``cost_limits``,

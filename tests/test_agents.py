@@ -214,3 +214,30 @@ def test_logger_records_lambda_and_costs(tmp_path):
     header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
     for key in ("rollout/ep_cost_mean", "train/lambda", "train/cost_value_loss"):
         assert key in header
+
+
+@pytest.mark.parametrize("critic", ["separate", "shared"])
+def test_cost_critic_is_trained_and_round_trips(tmp_path, critic):
+    model = PPOLagrangian(
+        "MlpPolicy",
+        ConcaveBandit(0.3),
+        n_steps=64,
+        batch_size=32,
+        policy_kwargs={"cost_critic": critic},
+    )
+    head = model.policy.cost_net if critic == "shared" else model.policy.cost_net[-1]
+    assert isinstance(head, th.nn.Linear) and head.out_features == 1
+    optimised = {id(p) for g in model.policy.optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in optimised for p in model.policy.cost_net.parameters())
+    before = head.weight.clone()
+    model.learn(128)
+    assert not th.equal(before, head.weight)  # trained by the optimizer
+    model.save(tmp_path / "agent.zip")
+    loaded = PPOLagrangian.load(tmp_path / "agent.zip")
+    assert loaded.policy.cost_critic == critic
+    for a, b in zip(
+        model.policy.cost_net.parameters(), loaded.policy.cost_net.parameters(), strict=True
+    ):
+        assert th.equal(a, b)
+    with pytest.raises(ValueError, match="cost_critic"):
+        PPOLagrangian("MlpPolicy", ConcaveBandit(), policy_kwargs={"cost_critic": "both"})
