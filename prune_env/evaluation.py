@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -69,3 +71,59 @@ def finetune(
         loss_fn(model(images[idx]), labels[idx]).backward()
         opt.step()
     model.eval()
+
+
+def wilson_upper(correct: int, seen: int, z: float) -> float:
+    """Upper end of the Wilson score interval for a proportion ``correct / seen``."""
+    if seen == 0:
+        return 1.0
+    p = correct / seen
+    denom = 1 + z * z / seen
+    centre = p + z * z / (2 * seen)
+    spread = z * math.sqrt(p * (1 - p) / seen + z * z / (4 * seen * seen))
+    return min(1.0, (centre + spread) / denom)
+
+
+@torch.no_grad()
+def reward_accuracy(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 1000,
+    batch_stats: bool = False,
+    stop_below: float | None = None,
+    z: float = 3.0,
+) -> tuple[float, int]:
+    """Accuracy on ``images``, with the env's two speed options; returns (accuracy, images seen).
+
+    ``batch_stats``: BatchNorm layers normalise with the statistics of each batch and keep the
+    cumulative average as their running statistics, so re-calibration and evaluation share one
+    forward pass. ``stop_below``: stop as soon as the Wilson upper bound (``z`` standard
+    deviations) of the accuracy over all images falls below this value; the accuracy of the
+    images seen so far is returned.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    if batch_stats and bns:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+    else:
+        model.eval()
+    n = len(labels)
+    correct = seen = 0
+    try:
+        for start in range(0, n, batch_size):
+            logits = model(images[start : start + batch_size])
+            correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
+            seen = min(n, start + batch_size)
+            if stop_below is not None and seen < n:
+                upper_rest = wilson_upper(correct, seen, z)
+                if (correct + upper_rest * (n - seen)) / n < stop_below:
+                    break
+    finally:
+        for m, momentum in zip(bns, saved, strict=True):
+            m.momentum = momentum
+        model.eval()
+    return correct / max(seen, 1), seen

@@ -225,3 +225,72 @@ def test_step_before_reset_raises():
     env = make()
     with pytest.raises(RuntimeError, match="reset"):
         env.unwrapped.step(np.array([0.5]))
+
+
+def test_cache_hit_equals_fresh_evaluation():
+    kwargs = {"finetune_steps": 3, "finetune_batch_size": 8}
+    env = make(**kwargs)
+    u = env.unwrapped
+    ratios = u.snap(np.linspace(0.3, 0.8, u.n_layers))  # exactly kept / size
+    fresh = u.evaluate(ratios)
+    assert fresh["cache_hit"] is False and u.cache_info() == {"hits": 0, "misses": 1, "size": 1}
+    nearby = ratios + 0.001  # rounds to the same channel counts
+    hit = u.evaluate(nearby)
+    assert hit["cache_hit"] is True and u.cache_info()["hits"] == 1
+    assert hit["actions"] == pytest.approx(nearby.tolist())
+    for key in ("accuracy", "cost", "costs", "kept", "params", "flops", "constraint_satisfied"):
+        assert hit[key] == fresh[key]
+    uncached = make(cache_size=0, **kwargs).unwrapped  # a fresh env, no cache at all
+    assert uncached.evaluate(nearby)["accuracy"] == fresh["accuracy"]
+    assert uncached.cache_info() == {"hits": 0, "misses": 1, "size": 0}
+
+
+def test_cache_is_bounded_and_keyed_by_ranking():
+    env = make(cache_size=2, importance="random")
+    u = env.unwrapped
+    env.reset(seed=0)
+    for r in (0.3, 0.5, 0.7):
+        u.evaluate(np.full(u.n_layers, r))
+    assert u.cache_info()["size"] == 2
+    u.evaluate(np.full(u.n_layers, 0.7))
+    assert u.cache_info()["hits"] == 1
+    env.reset(seed=1)  # a new random ranking: the same counts are a different network
+    assert u.evaluate(np.full(u.n_layers, 0.7))["cache_hit"] is False
+
+
+def test_early_stop_only_cuts_candidates_below_the_best():
+    config = {"reward_size": 512, "eval_batch_size": 32, "cache_size": 0, "budget": 1.0}
+    exact = make(**config).unwrapped
+    fast = make(early_stop=True, early_stop_z=2.0, **config).unwrapped
+    rng = np.random.default_rng(0)
+    candidates = [rng.uniform(0.05, 1, exact.n_layers) for _ in range(12)]
+    candidates.insert(0, np.ones(exact.n_layers))  # the best first: later ones may stop early
+    stopped = 0
+    for ratios in candidates:
+        a, b = exact.evaluate(ratios), fast.evaluate(ratios)
+        if b["early_stopped"]:
+            stopped += 1
+            assert b["reward_images"] < 512
+            assert a["accuracy"] < exact.best_feasible_accuracy
+        else:
+            assert b["accuracy"] == a["accuracy"]
+    assert stopped > 0
+    assert fast.best_feasible_accuracy == exact.best_feasible_accuracy
+
+
+def test_bn_reward_mode_is_one_pass_and_close_to_calibration():
+    calib = make(bn_calib_size=256, reward_size=256).unwrapped
+    single = make(bn_recalibrate="reward", bn_calib_size=256, reward_size=256).unwrapped
+    ratios = np.full(calib.n_layers, 0.6)
+    a, b = calib.evaluate(ratios), single.evaluate(ratios)
+    assert b["timing"]["bn_recalibration"] < 1e-3  # no separate pass
+    assert abs(a["accuracy"] - b["accuracy"]) < 0.2
+    with pytest.raises(ValueError, match="bn_recalibrate"):
+        make(bn_recalibrate="sometimes")
+
+
+def test_channels_last_gives_the_same_reward():
+    ratios = np.full(8, 0.5)
+    plain = make().unwrapped.evaluate(ratios)
+    last = make(channels_last=True).unwrapped.evaluate(ratios)
+    assert abs(plain["accuracy"] - last["accuracy"]) <= 1 / 64

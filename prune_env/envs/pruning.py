@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -25,7 +27,13 @@ from prune_env.data import (
     synthetic_split,
 )
 from prune_env.engine import IMPORTANCES, make_engine
-from prune_env.evaluation import accuracy, finetune, has_batchnorm, recalibrate_batchnorm
+from prune_env.evaluation import (
+    accuracy,
+    finetune,
+    has_batchnorm,
+    recalibrate_batchnorm,
+    reward_accuracy,
+)
 from prune_env.models import MODELS
 from prune_env.zoo import get_base_model
 
@@ -37,6 +45,15 @@ _STATIC_FEATURES = 9  # index, type, in, out, kernel, stride, fmap, params share
 N_FEATURES = (
     _STATIC_FEATURES + 4
 )  # + resource if rest kept, if rest minimal, previous action, budget
+
+
+def _bn_mode(value: bool | str) -> str:
+    modes = {True: "calib", False: "off", "calib": "calib", "reward": "reward", "off": "off"}
+    if not isinstance(value, (bool, str)) or value not in modes:
+        raise ValueError(
+            f"bn_recalibrate must be True/'calib', 'reward' or False/'off', got {value!r}"
+        )
+    return modes[value]
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -137,7 +154,10 @@ class PruneEnv(gym.Env):
 
     The last step's info also holds ``accuracy``, ``keep_ratios`` (kept fraction per layer),
     ``actions`` (the clipped ratios asked for), ``kept`` (channels or weights kept per layer),
-    ``params``, ``flops``, ``constraint_satisfied`` and ``timing`` (seconds per stage).
+    ``params``, ``flops``, ``constraint_satisfied``, ``timing`` (seconds per stage),
+    ``cache_hit``, ``early_stopped`` and ``reward_images``. With ``finetune_steps``, the
+    fine-tuning batches are drawn from a generator seeded by the candidate itself, so the
+    reward is a deterministic function of the kept channels.
 
     ## Starting State
 
@@ -181,10 +201,20 @@ class PruneEnv(gym.Env):
     - ``channel_round``: round kept channel counts to a multiple of this (hardware-friendly).
     - ``ignored_layers``: names of modules whose output channels are never pruned.
     - ``reward_size``, ``bn_calib_size``: images in the reward and calibration splits.
-    - ``bn_recalibrate``: re-estimate BatchNorm statistics before the reward (default True).
+    - ``bn_recalibrate``: how BatchNorm statistics are re-estimated before the reward: True or
+      "calib" (default: a forward pass over the ``bn_calib_size`` calibration images), "reward"
+      (no separate pass: each reward batch is normalised with its own statistics, so
+      re-calibration and evaluation are one forward pass), False or "off".
     - ``finetune_steps``, ``finetune_lr``, ``finetune_batch_size``, ``finetune_pool_size``: the
       optional fine-tuning before the reward (the paper uses 0, 32 or 128 steps).
     - ``eval_batch_size``: batch size of the reward evaluation.
+    - ``cache_size``: evaluations remembered (LRU), keyed by the kept count of every layer; an
+      action that rounds to a known candidate is answered from the cache (0 disables).
+    - ``early_stop``: stop evaluating a feasible candidate once the Wilson upper bound
+      (``early_stop_z`` standard deviations) of its accuracy is below the best feasible
+      accuracy this env has seen; its reward is then the accuracy on the images seen
+      (``info["early_stopped"]``, ``info["reward_images"]``). Off by default.
+    - ``channels_last``: evaluate in channels-last memory format (faster on some hardware).
     - ``latency_batch_size``, ``latency_repeats``: the latency measurement.
     - ``split_seed``: seed of the fixed carving of the training set into reward/calibration/
       fine-tune images (a property of the task, not of the episode).
@@ -220,12 +250,16 @@ class PruneEnv(gym.Env):
         ignored_layers: Sequence[str] = (),
         reward_size: int = 2000,
         bn_calib_size: int = 512,
-        bn_recalibrate: bool = True,
+        bn_recalibrate: bool | str = True,
         finetune_steps: int = 0,
         finetune_lr: float = 0.01,
         finetune_batch_size: int = 128,
         finetune_pool_size: int = 10_000,
         eval_batch_size: int = 1000,
+        cache_size: int = 4096,
+        early_stop: bool = False,
+        early_stop_z: float = 3.0,
+        channels_last: bool = False,
         latency_batch_size: int = 64,
         latency_repeats: int = 5,
         split_seed: int = 0,
@@ -249,7 +283,17 @@ class PruneEnv(gym.Env):
         self.budget = self.specs[0].budget
         self.mode, self.granularity, self.importance = mode, granularity, importance
         self.min_keep, self.channel_round = float(min_keep), int(channel_round)
-        self.bn_recalibrate, self.finetune_steps = bn_recalibrate, int(finetune_steps)
+        self.bn_recalibrate = _bn_mode(bn_recalibrate)
+        self.finetune_steps = int(finetune_steps)
+        if int(cache_size) < 0 or not early_stop_z > 0:
+            raise ValueError("cache_size must be >= 0 and early_stop_z > 0")
+        self.cache_size, self.early_stop, self.early_stop_z = (
+            int(cache_size),
+            early_stop,
+            early_stop_z,
+        )
+        self.channels_last = channels_last
+        self.split_seed = split_seed
         self.finetune_lr, self.finetune_batch_size = finetune_lr, finetune_batch_size
         self.eval_batch_size, self.latency_repeats = eval_batch_size, latency_repeats
         self.device = _resolve_device(device)
@@ -316,7 +360,12 @@ class PruneEnv(gym.Env):
         self._step = -1  # -1: reset() not called yet or the episode is over
         self._actions = np.ones(n)
         self._rankings_drawn = False
-        self._generator = torch.Generator()
+        self._ranking_version = 0
+        self._cache: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+        self.cache_hits = self.cache_misses = 0
+        self.best_feasible_accuracy = -np.inf
+        if channels_last:
+            self.reward_x = self.reward_x.contiguous(memory_format=torch.channels_last)
 
     # ----------------------------------------------------------------- set-up helpers
     @staticmethod
@@ -491,7 +540,7 @@ class PruneEnv(gym.Env):
         if self.importance == "random" and (seed is not None or not self._rankings_drawn):
             self.engine.draw_random_rankings(self.np_random)
             self._rankings_drawn = True
-        self._generator.manual_seed(int(self.np_random.integers(2**63 - 1)))
+            self._ranking_version += 1
         self._step = 0
         self._actions = np.ones(self.n_layers)
         info = {"cost_limit": self.budget, "cost_limits": self._limits()}
@@ -567,55 +616,112 @@ class PruneEnv(gym.Env):
         """The pruned network for keep ``ratios`` (before re-calibration and fine-tuning)."""
         return self.engine.build(self._counts(np.clip(np.asarray(ratios, float), self.min_keep, 1)))
 
+    def cache_info(self) -> dict[str, int]:
+        """Hits, misses and size of the evaluation cache (keyed by kept channels per layer)."""
+        return {"hits": self.cache_hits, "misses": self.cache_misses, "size": len(self._cache)}
+
     def evaluate(self, ratios: Sequence[float]) -> dict[str, Any]:
-        """Prune to ``ratios``, re-calibrate, fine-tune, measure: the last step's info dict."""
+        """Prune to ``ratios``, re-calibrate, fine-tune, measure: the last step's info dict.
+
+        Results are cached by the kept count of every layer (plus the ranking they index), so
+        an action that rounds to a candidate already evaluated costs a dictionary look-up.
+        """
+        start = time.perf_counter()
         ratios = np.clip(np.asarray(ratios, dtype=np.float64), self.min_keep, 1.0)
         counts = self._counts(ratios)
+        key = (self._ranking_version, counts.tobytes())
+        if self.cache_size and key in self._cache:
+            self._cache.move_to_end(key)
+            self.cache_hits += 1
+            info = dict(self._cache[key])
+            info["actions"] = ratios.tolist()
+            info["cache_hit"] = True
+            info["timing"] = {"total": time.perf_counter() - start}
+            return info
+        self.cache_misses += 1
+        info = self._evaluate_counts(counts, start)
+        info["actions"] = ratios.tolist()
+        if self.cache_size:
+            self._cache[key] = {k: v for k, v in info.items() if k not in ("timing", "actions")}
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return info
+
+    def _evaluate_counts(self, counts: np.ndarray, start: float) -> dict[str, Any]:
         timing: dict[str, float] = {}
-        start = time.perf_counter()
         net = self.engine.build(counts)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
         timing["build"] = time.perf_counter() - start
+        params, flops = self.engine.resources(counts)
+        # Analytic costs first: an infeasible candidate cannot become the best feasible one.
+        costs = {s.name: self._cost(s, None, params, flops) for s in self.specs if s.analytic}
+        feasible_so_far = all(costs[s.name] <= s.budget for s in self.specs if s.analytic)
         t = time.perf_counter()
-        if self.bn_recalibrate and len(self.calib_x) and has_batchnorm(net):
+        has_bn = has_batchnorm(net)
+        if self.bn_recalibrate == "calib" and len(self.calib_x) and has_bn:
             recalibrate_batchnorm(net, self.calib_x)
         timing["bn_recalibration"] = time.perf_counter() - t
         t = time.perf_counter()
         if self.finetune_steps:
+            # Seeded by the candidate itself: the reward is a function of the kept channels,
+            # so a cached evaluation is exactly what a fresh one would give.
+            seed = zlib.crc32(counts.tobytes()) ^ (self.split_seed & 0xFFFFFFFF)
+            generator = torch.Generator().manual_seed(seed)
             finetune(
                 net,
                 self.pool_x,
                 self.pool_y,
                 self.finetune_steps,
-                self._generator,
+                generator,
                 self.finetune_batch_size,
                 self.finetune_lr,
             )
         timing["finetune"] = time.perf_counter() - t
         t = time.perf_counter()
-        acc = accuracy(net, self.reward_x, self.reward_y, self.eval_batch_size)
+        stop_below = None
+        if self.early_stop and feasible_so_far and np.isfinite(self.best_feasible_accuracy):
+            stop_below = self.best_feasible_accuracy
+        batch_stats = self.bn_recalibrate == "reward" and has_bn and not self.finetune_steps
+        acc, seen = reward_accuracy(
+            net,
+            self.reward_x,
+            self.reward_y,
+            self.eval_batch_size,
+            batch_stats,
+            stop_below,
+            self.early_stop_z,
+        )
         timing["evaluation"] = time.perf_counter() - t
         t = time.perf_counter()
-        params, flops = self.engine.resources(counts)
-        costs = {s.name: self._cost(s, net, params, flops) for s in self.specs}
+        for spec in self.specs:
+            if spec.name not in costs:
+                costs[spec.name] = self._cost(spec, net, params, flops)
         timing["cost"] = time.perf_counter() - t
         timing["total"] = time.perf_counter() - start
+        satisfied = all(costs[s.name] <= s.budget for s in self.specs)
+        early_stopped = seen < len(self.reward_y)
+        if satisfied and not early_stopped:
+            self.best_feasible_accuracy = max(self.best_feasible_accuracy, acc)
         first = self.specs[0].name
         return {
             "cost": costs[first],
-            "costs": costs,
+            "costs": {s.name: costs[s.name] for s in self.specs},
             "cost_limit": self.budget,
             "cost_limits": self._limits(),
             "accuracy": acc,
             "keep_ratios": (counts / self._sizes).tolist(),
-            "actions": ratios.tolist(),
             "kept": counts.tolist(),
             "params": int(params),
             "flops": int(flops),
-            "constraint_satisfied": all(costs[s.name] <= s.budget for s in self.specs),
+            "constraint_satisfied": satisfied,
+            "early_stopped": early_stopped,
+            "reward_images": seen,
+            "cache_hit": False,
             "timing": timing,
         }
 
-    def _cost(self, spec: CostSpec, net: nn.Module, params: int, flops: int) -> float:
+    def _cost(self, spec: CostSpec, net: nn.Module | None, params: int, flops: int) -> float:
         if spec.fn is not None:
             return float(spec.fn(net)) / self._base_cost[spec.name]
         if spec.name == "params":

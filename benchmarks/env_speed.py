@@ -1,0 +1,394 @@
+"""How fast is an episode of the pruning env, and how faithful is its fast reward?
+
+For each env (VGG16Prune-v0 and ResNet56Prune-v0 by default), on the machine it runs on:
+
+1. the per-episode time split into building the pruned net, BatchNorm re-calibration, reward
+   evaluation and everything else (``bn_recalibrate="calib"`` and ``"reward"``);
+2. the ratio of the whole episode's time to one plain forward pass of the same pruned net over
+   the same reward images (the physical limit is about 1.0);
+3. the same episode done the paper's way (deepcopy of the base net, pruned channels zeroed by
+   masks, a DataLoader with augmentation over the reward images), and our speed-up over it;
+4. episodes per second with 1, 2 and 4 envs in SubprocVecEnv, and the scaling factor;
+5. the evaluation cache's hit rate during a real search (ppo_lag);
+6. fidelity: Kendall tau between the fast reward (small split + BN re-calibration) and a slow
+   one (a large split, and a short fine-tune) over 50 random feasible candidates.
+
+    python benchmarks/env_speed.py --quick          # CPU: width 0.25 nets, < 10 minutes
+    python benchmarks/env_speed.py --device cuda    # full-width nets, paper-sized splits
+
+Figures go to benchmarks/results/env_speed_<tag>.json. With no CIFAR-10 on disk the script
+uses the synthetic data set (timings are still valid; fidelity figures are then meaningless
+and marked so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents import registry
+from prune_env.data import DatasetNotFoundError, load_split
+from prune_env.metrics import kendall_tau
+
+
+@dataclass
+class Config:
+    envs: str = "VGG16Prune-v0,ResNet56Prune-v0"  # comma-separated env ids
+    quick: bool = False  # CPU-sized run: width 0.25, smaller splits, fewer candidates
+    device: str = "auto"  # auto, cpu or cuda
+    dataset: str = "cifar10"  # falls back to "synthetic" when not on disk
+    width_mult: float = 1.0  # network width (quick: 0.25)
+    base_train_epochs: int = 30  # base model recipe length (quick: 1)
+    reward_size: int = 2000  # the fast reward's split (the env default)
+    slow_reward_size: int = 10_000  # the slow reward's split (quick: 4000)
+    slow_finetune_steps: int = 32  # the slow reward's fine-tune steps (paper: 32 / 128)
+    budget: float = 0.3  # params budget of the candidates
+    episodes: int = 10  # timed episodes per configuration
+    candidates: int = 50  # fidelity candidates
+    search_steps: int = 20_000  # ppo_lag steps for the cache hit rate (quick: 2000)
+    vec_envs: str = "1,2,4"  # SubprocVecEnv sizes
+    out: str = "benchmarks/results"  # where the JSON goes
+    tag: str = ""  # file name tag (default: quick-cpu / device name)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def parse() -> Config:
+    cfg = Config()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, value in asdict(cfg).items():
+        if name == "extra":
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, action="store_true")
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+    args = vars(parser.parse_args())
+    explicit = {k for k in args if f"--{k.replace('_', '-')}" in " ".join(sys.argv)}
+    cfg = Config(**args)
+    if cfg.quick:  # CPU-sized defaults, unless given explicitly
+        for key, value in {
+            "width_mult": 0.25,
+            "base_train_epochs": 1,
+            "reward_size": 1000,
+            "slow_reward_size": 4000,
+            "search_steps": 2000,
+            "episodes": 5,
+            "slow_finetune_steps": 16,
+        }.items():
+            if key not in explicit:
+                setattr(cfg, key, value)
+    return cfg
+
+
+def env_kwargs(cfg: Config, **overrides) -> dict:
+    kwargs = {
+        "dataset": cfg.dataset,
+        "width_mult": cfg.width_mult,
+        "base_train_epochs": cfg.base_train_epochs,
+        "reward_size": cfg.reward_size,
+        "budget": cfg.budget,
+        "device": cfg.device,
+        "cache_size": 0,
+        "progress": True,
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def timed_episodes(env: gym.Env, ratios_list: list[np.ndarray]) -> list[dict]:
+    """Run one full episode per ratio vector; wall time of reset + every step, and the info."""
+    out = []
+    for i, ratios in enumerate(ratios_list):
+        start = time.perf_counter()
+        env.reset(seed=i)
+        for r in ratios:
+            _, _, terminated, _, info = env.step(np.array([r], dtype=np.float32))
+        wall = time.perf_counter() - start
+        assert terminated
+        out.append({"wall": wall, **info["timing"]})
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def plain_forward(net: torch.nn.Module, images: torch.Tensor, batch: int) -> float:
+    """Seconds of one forward pass over ``images`` (the physical floor of an evaluation)."""
+    net.eval()
+    net(images[:batch])  # warm-up: allocator, kernels
+    sync(images.device)
+    start = time.perf_counter()
+    for s in range(0, len(images), batch):
+        net(images[s : s + batch])
+    sync(images.device)
+    return time.perf_counter() - start
+
+
+def paper_way(u, ratios: np.ndarray) -> float:
+    """The paper's episode: deepcopy, masks, DataLoader with augmentation, evaluation."""
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision.transforms import v2
+
+    augment = v2.Compose(
+        [v2.RandomCrop(u.reward_x.shape[-1], padding=4), v2.RandomHorizontalFlip()]
+    )
+
+    class Augmented(Dataset):
+        def __len__(self):
+            return len(u.reward_y)
+
+        def __getitem__(self, i):
+            return augment(u.reward_x[i].cpu()), u.reward_y[i].cpu()
+
+    start = time.perf_counter()
+    net = copy.deepcopy(u.base_model)
+    masked = u.engine.build_masked(u._counts(ratios))  # zeroed channels, full shapes
+    net.load_state_dict(masked.state_dict())
+    correct = 0
+    with torch.no_grad():
+        net.eval()
+        for x, y in DataLoader(Augmented(), batch_size=128, shuffle=False):
+            x, y = x.to(u.device), y.to(u.device)
+            correct += int((net(x).argmax(1) == y).sum())
+    sync(u.device)
+    return time.perf_counter() - start
+
+
+def random_feasible(u, rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    out = []
+    while len(out) < n:
+        ratios = u.snap(rng.uniform(u.min_keep, 1.0, u.n_layers))
+        scale = 1.0
+        while u.analytic_costs(ratios * scale)["params"] > u.budget and scale > 0.05:
+            scale *= 0.9
+        candidate = u.snap(np.maximum(u.min_keep, ratios * scale))
+        if u.analytic_costs(candidate)["params"] <= u.budget:
+            out.append(candidate)
+    return out
+
+
+def vec_scaling(env_id: str, cfg: Config, sizes: list[int], kwargs: dict) -> dict:
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    cores = os.cpu_count() or 1
+    results = {}
+    for n in sizes:
+        threads = max(1, cores // n)
+
+        def factory(rank: int, threads: int = threads):
+            def make():
+                torch.set_num_threads(threads)
+                return gym.make(env_id, **{**kwargs, "progress": False})
+
+            return make
+
+        vec = SubprocVecEnv([factory(i) for i in range(n)])
+        vec.seed(cfg.seed)
+        vec.reset()
+        n_layers = vec.get_attr("n_layers", indices=[0])[0]
+        rng = np.random.default_rng(cfg.seed)
+        target = max(cfg.episodes * 2, 2 * n)
+        done_episodes, steps = 0, 0
+        start = time.perf_counter()
+        while done_episodes < target:
+            actions = rng.uniform(0.05, 1.0, size=(n, 1)).astype(np.float32)
+            _, _, dones, _ = vec.step(actions)
+            done_episodes += int(dones.sum())
+            steps += 1
+        wall = time.perf_counter() - start
+        vec.close()
+        results[n] = {
+            "episodes_per_s": done_episodes / wall,
+            "threads_per_env": threads,
+            "episodes": done_episodes,
+            "layers": n_layers,
+        }
+    base = results[sizes[0]]["episodes_per_s"]
+    for n in sizes:
+        results[n]["scaling"] = results[n]["episodes_per_s"] / base
+    return results
+
+
+def summarise(episodes: list[dict]) -> dict:
+    keys = ("wall", "build", "bn_recalibration", "finetune", "evaluation", "cost")
+    med = {k: statistics.median(e[k] for e in episodes) for k in keys}
+    med["everything_else"] = med["wall"] - sum(med[k] for k in keys[1:])
+    return med
+
+
+def bench_env(env_id: str, cfg: Config) -> dict:
+    print(f"\n=== {env_id} ===", flush=True)
+    kwargs = env_kwargs(cfg)
+    t = time.perf_counter()
+    env = gym.make(env_id, **kwargs)
+    u = env.unwrapped
+    report: dict = {
+        "setup_seconds": round(time.perf_counter() - t, 1),
+        "layers": u.n_layers,
+        "base_info": {k: v for k, v in u.base_info.items() if k != "recipe"},
+        "reward_split_accuracy": u.base_accuracy,
+    }
+    rng = np.random.default_rng(cfg.seed)
+    ratios_list = random_feasible(u, rng, cfg.episodes)
+
+    # 1-2. time split and ratio to one plain forward pass, both BN modes
+    for mode in ("calib", "reward"):
+        menv = gym.make(env_id, **{**kwargs, "bn_recalibrate": mode, "progress": False})
+        mu = menv.unwrapped
+        timed_episodes(menv, ratios_list[:1])  # warm-up
+        episodes = timed_episodes(menv, ratios_list)
+        floors = [plain_forward(mu.prune(r), mu.reward_x, mu.eval_batch_size) for r in ratios_list]
+        ratio = statistics.median(e["wall"] / f for e, f in zip(episodes, floors, strict=True))
+        report[f"bn_{mode}"] = {
+            "median_seconds": summarise(episodes),
+            "median_plain_forward": statistics.median(floors),
+            "episode_to_forward_ratio": ratio,
+        }
+        print(
+            f"bn={mode:6s} episode {report[f'bn_{mode}']['median_seconds']['wall']:.4f}s  "
+            f"plain forward {statistics.median(floors):.4f}s  ratio {ratio:.3f}",
+            flush=True,
+        )
+        split = report[f"bn_{mode}"]["median_seconds"]
+        print("   split: " + ", ".join(f"{k} {v:.4f}" for k, v in split.items()), flush=True)
+
+    # 3. the paper's way, same ratios, same reward images
+    ours = [e["wall"] for e in timed_episodes(env, ratios_list)]
+    paper = [paper_way(u, r) for r in ratios_list]
+    report["paper_way"] = {
+        "median_seconds": statistics.median(paper),
+        "ours_median_seconds": statistics.median(ours),
+        "speedup": statistics.median(paper) / statistics.median(ours),
+    }
+    print(
+        f"paper's way {statistics.median(paper):.4f}s vs ours {statistics.median(ours):.4f}s: "
+        f"speed-up x{report['paper_way']['speedup']:.2f}",
+        flush=True,
+    )
+
+    # 4. vectorised envs
+    sizes = [int(s) for s in cfg.vec_envs.split(",") if s]
+    if sizes:
+        report["vec_env"] = vec_scaling(env_id, cfg, sizes, kwargs)
+        for n, r in report["vec_env"].items():
+            print(
+                f"SubprocVecEnv x{n}: {r['episodes_per_s']:.2f} episodes/s "
+                f"(scaling x{r['scaling']:.2f}, {r['threads_per_env']} threads each)",
+                flush=True,
+            )
+
+    # 5. cache hit rate during a real search
+    senv = gym.make(env_id, **{**kwargs, "cache_size": 4096, "progress": False})
+    t = time.perf_counter()
+    result = registry.run(
+        "ppo_lag",
+        senv,
+        total_timesteps=cfg.search_steps,
+        seed=cfg.seed,
+        n_steps=max(64, u.n_layers * 16),
+        batch_size=64,
+    )
+    info = senv.unwrapped.cache_info()
+    report["search_cache"] = {
+        **info,
+        "hit_rate": info["hits"] / max(1, info["hits"] + info["misses"]),
+        "steps": cfg.search_steps,
+        "seconds": time.perf_counter() - t,
+        "best_feasible": result.summary()["best_feasible_reward"],
+    }
+    search = report["search_cache"]
+    print(
+        f"ppo_lag {cfg.search_steps} steps: cache hit rate {search['hit_rate']:.3f} ({info}), "
+        f"{search['seconds']:.0f}s",
+        flush=True,
+    )
+
+    # 6. fidelity of the fast reward
+    candidates = random_feasible(u, rng, cfg.candidates)
+    fidelity = {}
+    fast_variants = {"calib": {}, "reward": {"bn_recalibrate": "reward"}}
+    slow_variants = {
+        "large_split": {"reward_size": cfg.slow_reward_size},
+        "finetune": {"finetune_steps": cfg.slow_finetune_steps},
+    }
+    scores = {}
+    for name, over in {**fast_variants, **slow_variants}.items():
+        venv = gym.make(env_id, **{**kwargs, **over, "progress": False}).unwrapped
+        t = time.perf_counter()
+        scores[name] = [venv.evaluate(c)["accuracy"] for c in candidates]
+        scores[name + "_seconds"] = (time.perf_counter() - t) / len(candidates)
+    for fast in fast_variants:
+        for slow in slow_variants:
+            tau = kendall_tau(scores[fast], scores[slow])
+            fidelity[f"{fast}_vs_{slow}"] = tau
+            print(
+                f"Kendall tau fast[{fast}, {cfg.reward_size} images] vs slow[{slow}]: {tau:.3f}",
+                flush=True,
+            )
+    fidelity["seconds_per_candidate"] = {
+        k.removesuffix("_seconds"): v for k, v in scores.items() if k.endswith("_seconds")
+    }
+    fidelity["accuracy_range"] = [min(scores["large_split"]), max(scores["large_split"])]
+    fidelity["meaningful"] = cfg.dataset != "synthetic"
+    report["fidelity"] = fidelity
+    return report
+
+
+def main() -> None:
+    cfg = parse()
+    if cfg.dataset != "synthetic":
+        try:
+            load_split(cfg.dataset, "train")
+        except DatasetNotFoundError as exc:
+            print(f"note: {exc}\n-> using the synthetic data set", flush=True)
+            cfg.dataset = "synthetic"
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    cfg.device = str(device)
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+    }
+    print(f"machine: {machine}\nconfig: {asdict(cfg)}", flush=True)
+    start = time.perf_counter()
+    results = {"machine": machine, "config": asdict(cfg), "envs": {}}
+    for env_id in cfg.envs.split(","):
+        results["envs"][env_id] = bench_env(env_id, cfg)
+    results["total_seconds"] = time.perf_counter() - start
+    tag = cfg.tag or ("quick-cpu" if cfg.quick and device.type == "cpu" else device.type)
+    out = Path(cfg.out) / f"env_speed_{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=float))
+    tmp.replace(out)
+    print(f"\nwrote {out} in {results['total_seconds']:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
