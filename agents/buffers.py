@@ -69,14 +69,9 @@ class CostRolloutBuffer(RolloutBuffer):
         if last_cost_values is None:
             raise ValueError("CostRolloutBuffer needs last_cost_values")
         last_cost_values = last_cost_values.detach().reshape(self.n_envs, self.n_costs)
-        saved = (
-            self.rewards,
-            self.values,
-            self.advantages,
-            self.returns,
-            self.gamma,
-            self.gae_lambda,
-        )
+        # SB3's GAE reads these attributes: swap each cost in, then put the reward's back.
+        swapped = ("rewards", "values", "advantages", "returns", "gamma", "gae_lambda")
+        saved = {name: getattr(self, name) for name in swapped}
         try:
             self.gamma, self.gae_lambda = self.cost_gamma, self.cost_gae_lambda
             for i in range(self.n_costs):
@@ -87,14 +82,8 @@ class CostRolloutBuffer(RolloutBuffer):
                 self.cost_advantages[..., i] = self.advantages
                 self.cost_returns[..., i] = self.returns
         finally:
-            (
-                self.rewards,
-                self.values,
-                self.advantages,
-                self.returns,
-                self.gamma,
-                self.gae_lambda,
-            ) = saved
+            for name, value in saved.items():
+                setattr(self, name, value)
 
     def get(self, batch_size: int | None = None) -> Generator[CostRolloutBufferSamples, None, None]:  # type: ignore[override]
         if not self.generator_ready:

@@ -251,12 +251,29 @@ def bench_env(env_id: str, cfg: Config) -> dict:
     ratios_list = random_feasible(u, rng, cfg.episodes)
 
     # 1-2. time split and ratio to one plain forward pass, both BN modes
-    for mode in ("calib", "reward"):
-        menv = gym.make(env_id, **{**kwargs, "bn_recalibrate": mode, "progress": False})
+    modes = {
+        "calib_nchw": {"bn_recalibrate": "calib", "channels_last": False},
+        "reward_nchw": {"bn_recalibrate": "reward", "channels_last": False},
+        "calib_nhwc": {"bn_recalibrate": "calib", "channels_last": True},
+        "reward_nhwc": {"bn_recalibrate": "reward", "channels_last": True},
+    }
+    for mode, over in modes.items():
+        menv = gym.make(env_id, **{**kwargs, **over, "progress": False})
         mu = menv.unwrapped
         timed_episodes(menv, ratios_list[:1])  # warm-up
         episodes = timed_episodes(menv, ratios_list)
-        floors = [plain_forward(mu.prune(r), mu.reward_x, mu.eval_batch_size) for r in ratios_list]
+        # The floor: the faster of NCHW and NHWC plain forward passes of the same pruned net.
+        floors = [
+            min(
+                plain_forward(mu.prune(r), mu.reward_x.contiguous(), mu.eval_batch_size),
+                plain_forward(
+                    mu.prune(r).to(memory_format=torch.channels_last),
+                    mu.reward_x.contiguous(memory_format=torch.channels_last),
+                    mu.eval_batch_size,
+                ),
+            )
+            for r in ratios_list
+        ]
         ratio = statistics.median(e["wall"] / f for e, f in zip(episodes, floors, strict=True))
         report[f"bn_{mode}"] = {
             "median_seconds": summarise(episodes),
@@ -264,7 +281,7 @@ def bench_env(env_id: str, cfg: Config) -> dict:
             "episode_to_forward_ratio": ratio,
         }
         print(
-            f"bn={mode:6s} episode {report[f'bn_{mode}']['median_seconds']['wall']:.4f}s  "
+            f"{mode:22s} episode {report[f'bn_{mode}']['median_seconds']['wall']:.4f}s  "
             f"plain forward {statistics.median(floors):.4f}s  ratio {ratio:.3f}",
             flush=True,
         )
@@ -325,7 +342,15 @@ def bench_env(env_id: str, cfg: Config) -> dict:
     # 6. fidelity of the fast reward
     candidates = random_feasible(u, rng, cfg.candidates)
     fidelity = {}
-    fast_variants = {"calib": {}, "reward": {"bn_recalibrate": "reward"}}
+    fast_variants = {
+        "calib": {"bn_recalibrate": "calib"},
+        "reward": {"bn_recalibrate": "reward"},
+        "reward_early_stop": {
+            "bn_recalibrate": "reward",
+            "early_stop": True,
+            "eval_batch_size": 250,
+        },
+    }
     slow_variants = {
         "large_split": {"reward_size": cfg.slow_reward_size},
         "finetune": {"finetune_steps": cfg.slow_finetune_steps},

@@ -214,7 +214,8 @@ class PruneEnv(gym.Env):
       (``early_stop_z`` standard deviations) of its accuracy is below the best feasible
       accuracy this env has seen; its reward is then the accuracy on the images seen
       (``info["early_stopped"]``, ``info["reward_images"]``). Off by default.
-    - ``channels_last``: evaluate in channels-last memory format (faster on some hardware).
+    - ``channels_last``: evaluate in channels-last (NHWC) memory format; "auto" (default) uses
+      it on CPU, where it halves the convolution time (benchmarks/env_speed.py), not on CUDA.
     - ``latency_batch_size``, ``latency_repeats``: the latency measurement.
     - ``split_seed``: seed of the fixed carving of the training set into reward/calibration/
       fine-tune images (a property of the task, not of the episode).
@@ -259,7 +260,7 @@ class PruneEnv(gym.Env):
         cache_size: int = 4096,
         early_stop: bool = False,
         early_stop_z: float = 3.0,
-        channels_last: bool = False,
+        channels_last: bool | str = "auto",
         latency_batch_size: int = 64,
         latency_repeats: int = 5,
         split_seed: int = 0,
@@ -292,11 +293,15 @@ class PruneEnv(gym.Env):
             early_stop,
             early_stop_z,
         )
-        self.channels_last = channels_last
+        self.device = _resolve_device(device)
+        if channels_last not in (True, False, "auto"):
+            raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
+        # Measured (benchmarks/env_speed.py): NHWC halves convolution time on CPU; not yet
+        # measured on CUDA, so "auto" keeps NCHW there.
+        self.channels_last = self.device.type == "cpu" if channels_last == "auto" else channels_last
         self.split_seed = split_seed
         self.finetune_lr, self.finetune_batch_size = finetune_lr, finetune_batch_size
         self.eval_batch_size, self.latency_repeats = eval_batch_size, latency_repeats
-        self.device = _resolve_device(device)
 
         setup_start = time.perf_counter()
         if isinstance(model, str):
@@ -364,8 +369,12 @@ class PruneEnv(gym.Env):
         self._cache: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
         self.cache_hits = self.cache_misses = 0
         self.best_feasible_accuracy = -np.inf
-        if channels_last:
-            self.reward_x = self.reward_x.contiguous(memory_format=torch.channels_last)
+        self.channels_last = self.channels_last and self.reward_x.ndim == 4  # images only
+        if self.channels_last:
+            nhwc = torch.channels_last
+            self.reward_x = self.reward_x.contiguous(memory_format=nhwc)
+            self.calib_x = self.calib_x.contiguous(memory_format=nhwc)
+            self.pool_x = self.pool_x.contiguous(memory_format=nhwc)
 
     # ----------------------------------------------------------------- set-up helpers
     @staticmethod
@@ -682,7 +691,7 @@ class PruneEnv(gym.Env):
         stop_below = None
         if self.early_stop and feasible_so_far and np.isfinite(self.best_feasible_accuracy):
             stop_below = self.best_feasible_accuracy
-        batch_stats = self.bn_recalibrate == "reward" and has_bn and not self.finetune_steps
+        batch_stats = self.bn_recalibrate == "reward" and has_bn
         acc, seen = reward_accuracy(
             net,
             self.reward_x,
