@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -112,12 +114,14 @@ def reward_accuracy(
     else:
         model.eval()
     n = len(labels)
+    # Near-equal batches: with batch statistics, a tiny last batch would be normalised badly.
+    bounds = np.linspace(0, n, max(1, math.ceil(n / batch_size)) + 1).round().astype(int)
     correct = seen = 0
     try:
-        for start in range(0, n, batch_size):
-            logits = model(images[start : start + batch_size])
-            correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
-            seen = min(n, start + batch_size)
+        for start, end in itertools.pairwise(bounds):
+            logits = model(images[start:end])
+            correct += int((logits.argmax(1) == labels[start:end]).sum())
+            seen = int(end)
             if stop_below is not None and seen < n:
                 upper_rest = wilson_upper(correct, seen, z)
                 if (correct + upper_rest * (n - seen)) / n < stop_below:

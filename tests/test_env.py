@@ -295,3 +295,19 @@ def test_channels_last_gives_the_same_reward():
     last = make(channels_last=True).unwrapped.evaluate(ratios)
     assert make().unwrapped.channels_last is True  # "auto" on CPU
     assert abs(plain["accuracy"] - last["accuracy"]) <= 1 / 64
+
+
+def test_reward_batches_are_near_equal():
+    from prune_env.evaluation import reward_accuracy
+
+    sizes = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            sizes.append(len(x))
+            return torch.zeros(len(x), 3)
+
+    acc, seen = reward_accuracy(
+        Spy(), torch.zeros(2001, 2), torch.zeros(2001, dtype=torch.long), batch_size=1000
+    )
+    assert sizes == [667, 667, 667] and seen == 2001 and acc == 1.0
