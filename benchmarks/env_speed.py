@@ -88,7 +88,7 @@ def parse() -> Config:
             "reward_size": 1000,
             "slow_reward_size": 4000,
             "search_steps": 2000,
-            "episodes": 5,
+            "episodes": 8,
             "slow_finetune_steps": 16,
         }.items():
             if key not in explicit:
