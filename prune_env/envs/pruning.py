@@ -251,7 +251,7 @@ class PruneEnv(gym.Env):
         channel_round: int = 1,
         ignored_layers: Sequence[str] = (),
         reward_size: int = 2000,
-        bn_calib_size: int = 512,
+        bn_calib_size: int = 128,
         bn_recalibrate: bool | str = True,
         finetune_steps: int = 0,
         finetune_lr: float = 0.01,
