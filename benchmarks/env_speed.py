@@ -60,7 +60,7 @@ class Config:
     budget: float = 0.3  # params budget of the candidates
     episodes: int = 10  # timed episodes per configuration
     candidates: int = 50  # fidelity candidates
-    search_steps: int = 20_000  # ppo_lag steps for the cache hit rate (quick: 2000; 0 skips)
+    search_steps: int = 20_000  # ppo_lag steps for the cache hit rate (quick: 600; 0 skips)
     calib_sizes: str = "128"  # BN calibration sizes compared in the fidelity check
     vec_envs: str = "1,2,4"  # SubprocVecEnv sizes
     out: str = "benchmarks/results"  # where the JSON goes
@@ -88,8 +88,8 @@ def parse() -> Config:
             "width_mult": 0.25,
             "base_train_epochs": 1,
             "reward_size": 1000,
-            "search_steps": 1000,
-            "episodes": 5,
+            "search_steps": 600,
+            "episodes": 4,
             "slow_finetune_steps": 16,
             "slow_finetune_batch_size": 64,
             "slow_reward_size": 3000,
@@ -218,7 +218,7 @@ def vec_scaling(env_id: str, cfg: Config, sizes: list[int], kwargs: dict) -> dic
         vec.reset()
         n_layers = vec.get_attr("n_layers", indices=[0])[0]
         rng = np.random.default_rng(cfg.seed)
-        target = max(cfg.episodes * 2, 2 * n)
+        target = max(cfg.episodes * 2, n)
         done_episodes, steps = 0, 0
         start = time.perf_counter()
         while done_episodes < target:
