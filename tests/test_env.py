@@ -261,7 +261,7 @@ def test_cache_is_bounded_and_keyed_by_ranking():
 def test_early_stop_only_cuts_candidates_below_the_best():
     config = {"reward_size": 512, "eval_batch_size": 32, "cache_size": 0, "budget": 1.0}
     exact = make(**config).unwrapped
-    fast = make(early_stop=True, early_stop_z=2.0, **config).unwrapped
+    fast = make(early_stop=True, early_stop_z=2.0, **{**config, "cache_size": 64}).unwrapped
     rng = np.random.default_rng(0)
     candidates = [rng.uniform(0.05, 1, exact.n_layers) for _ in range(12)]
     candidates.insert(0, np.ones(exact.n_layers))  # the best first: later ones may stop early
@@ -276,6 +276,7 @@ def test_early_stop_only_cuts_candidates_below_the_best():
             assert b["accuracy"] == a["accuracy"]
     assert stopped > 0
     assert fast.best_feasible_accuracy == exact.best_feasible_accuracy
+    assert fast.cache_info()["size"] == len(candidates) - stopped  # partial rewards not cached
 
 
 def test_bn_reward_mode_is_one_pass_and_close_to_calibration():

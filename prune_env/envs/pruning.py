@@ -653,7 +653,8 @@ class PruneEnv(gym.Env):
         self.cache_misses += 1
         info = self._evaluate_counts(counts, start)
         info["actions"] = ratios.tolist()
-        if self.cache_size:
+        # An early-stopped reward depends on the best seen so far: never served from the cache.
+        if self.cache_size and not info["early_stopped"]:
             self._cache[key] = {k: v for k, v in info.items() if k not in ("timing", "actions")}
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
@@ -689,6 +690,12 @@ class PruneEnv(gym.Env):
             )
         timing["finetune"] = time.perf_counter() - t
         t = time.perf_counter()
+        # Measured costs see the network as a user would deploy it (NCHW, after fine-tuning).
+        for spec in self.specs:
+            if spec.name not in costs:
+                costs[spec.name] = self._cost(spec, net, params, flops)
+        timing["cost"] = time.perf_counter() - t
+        t = time.perf_counter()
         stop_below = None
         if self.early_stop and feasible_so_far and np.isfinite(self.best_feasible_accuracy):
             stop_below = self.best_feasible_accuracy
@@ -707,11 +714,6 @@ class PruneEnv(gym.Env):
             self.early_stop_z,
         )
         timing["evaluation"] = time.perf_counter() - t
-        t = time.perf_counter()
-        for spec in self.specs:
-            if spec.name not in costs:
-                costs[spec.name] = self._cost(spec, net, params, flops)
-        timing["cost"] = time.perf_counter() - t
         timing["total"] = time.perf_counter() - start
         satisfied = all(costs[s.name] <= s.budget for s in self.specs)
         early_stopped = seen < len(self.reward_y)
