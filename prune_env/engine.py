@@ -43,6 +43,7 @@ class DimSlice:
     roots: np.ndarray  # root channel of the group each position belongs to
     order: np.ndarray = field(init=False)  # positions sorted by the rank of their root
     kept_count: np.ndarray = field(init=False)  # kept_count[k]: positions kept with top-k roots
+    untouched: np.ndarray = field(init=False)  # positions of the dimension outside the group
 
 
 @dataclass
@@ -146,6 +147,7 @@ class _EngineBase:
         self.base = model.eval()
         self.device = next(model.parameters()).device
         self._skeleton = copy.deepcopy(model).to("meta")
+        self._base_modules = dict(model.named_modules())
         self._spatial = _module_spatial(model, example_input.to(self.device))
         self.shapes = _layer_shapes(model, self._spatial)
         self.total_params = sum(p.numel() for p in model.parameters())
@@ -181,9 +183,8 @@ class _EngineBase:
     def _materialise(self, overrides: dict[str, dict[str, torch.Tensor]]) -> nn.Module:
         """A fresh network: overridden tensors where given, clones of the base elsewhere."""
         net = copy.deepcopy(self._skeleton)
-        base_modules = dict(self.base.named_modules())
         for name, module in net.named_modules():
-            base = base_modules[name]
+            base = self._base_modules[name]
             new = overrides.get(name, {})
             for key, p in base._parameters.items():
                 if p is not None:
@@ -325,6 +326,8 @@ class ChannelEngine(_EngineBase):
                     raise ValueError(f"dimension {key} is claimed by two channel groups")
                 seen.add(key)
                 shape = self.shapes[s.module]
+                full = shape.out_size if s.role == "out" else shape.in_size
+                s.untouched = np.setdiff1d(np.arange(full), s.positions, assume_unique=True)
                 if s.role == "out":
                     shape.out_unit, shape.out_slice = u, s
                 else:
@@ -375,10 +378,8 @@ class ChannelEngine(_EngineBase):
             macs += m
         return params, macs
 
-    def _kept_positions(self, s: DimSlice, count: int, full: int) -> torch.Tensor:
-        kept = s.order[: s.kept_count[count]]
-        untouched = np.setdiff1d(np.arange(full), s.positions, assume_unique=True)
-        idx = np.sort(np.concatenate([kept, untouched]))
+    def _kept_positions(self, s: DimSlice, count: int) -> torch.Tensor:
+        idx = np.sort(np.concatenate([s.order[: s.kept_count[count]], s.untouched]))
         return torch.from_numpy(idx).to(self.device)
 
     def _dim_indices(self, counts: np.ndarray) -> dict[str, dict[str, torch.Tensor]]:
@@ -386,11 +387,11 @@ class ChannelEngine(_EngineBase):
         for name, shape in self.shapes.items():
             if shape.out_unit is not None:
                 dims.setdefault(name, {})["out"] = self._kept_positions(
-                    shape.out_slice, counts[shape.out_unit], shape.out_size
+                    shape.out_slice, counts[shape.out_unit]
                 )
             if shape.in_unit is not None:
                 dims.setdefault(name, {})["in"] = self._kept_positions(
-                    shape.in_slice, counts[shape.in_unit], shape.in_size
+                    shape.in_slice, counts[shape.in_unit]
                 )
         return dims
 

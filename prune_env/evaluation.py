@@ -4,27 +4,40 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
 from torch import nn
 
 
-@torch.inference_mode()
 def accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
 ) -> float:
     """Top-1 accuracy of ``model`` in eval mode on normalised ``images``."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        logits = model(images[start : start + batch_size])
-        correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
-    return correct / max(len(labels), 1)
+    return reward_accuracy(model, images, labels, batch_size)[0]
 
 
 def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@contextmanager
+def _cumulative_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Train mode with fresh BatchNorm running statistics averaged over every batch seen."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs the same
+    model.train()
+    try:
+        yield
+    finally:
+        for m, momentum in zip(bns, saved, strict=True):
+            m.momentum = momentum
+        model.eval()
 
 
 @torch.no_grad()
@@ -34,19 +47,11 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
     Pruning changes the statistics of the channels that remain, so the base model's running
     mean/var no longer fit; a few hundred training images fix most of the damage for free.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
+    if not has_batchnorm(model):
         return
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: every batch weighs the same
-    model.train()
-    for start in range(0, len(images), batch_size):
-        model(images[start : start + batch_size])
-    for m, momentum in zip(bns, saved, strict=True):
-        m.momentum = momentum
-    model.eval()
+    with _cumulative_bn_stats(model):
+        for start in range(0, len(images), batch_size):
+            model(images[start : start + batch_size])
 
 
 def finetune(
@@ -104,20 +109,13 @@ def reward_accuracy(
     deviations) of the accuracy over all images falls below this value; the accuracy of the
     images seen so far is returned.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    if batch_stats and bns:
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
-    else:
-        model.eval()
     n = len(labels)
     # Near-equal batches: with batch statistics, a tiny last batch would be normalised badly.
     bounds = np.linspace(0, n, max(1, math.ceil(n / batch_size)) + 1).round().astype(int)
     correct = seen = 0
-    try:
+    use_batch_stats = batch_stats and has_batchnorm(model)
+    mode = _cumulative_bn_stats(model) if use_batch_stats else nullcontext(model.eval())
+    with mode:
         for start, end in itertools.pairwise(bounds):
             logits = model(images[start:end])
             correct += int((logits.argmax(1) == labels[start:end]).sum())
@@ -126,8 +124,4 @@ def reward_accuracy(
                 upper_rest = wilson_upper(correct, seen, z)
                 if (correct + upper_rest * (n - seen)) / n < stop_below:
                     break
-    finally:
-        for m, momentum in zip(bns, saved, strict=True):
-            m.momentum = momentum
-        model.eval()
     return correct / max(seen, 1), seen
