@@ -31,25 +31,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import RescaleAction
+from sb3_contrib import TRPO
 from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.amc import BudgetClip
 from agents.baselines import BASELINES
 from agents.ppo_lagrangian import PPOLagrangian
-from agents.recording import EpisodeRecorder, RunResult
+from agents.recording import EpisodeRecord, EpisodeRecorder, RunResult
 from prune_env.wrappers import CostPenalty
 
 # (env, seed, hyperparameters) -> agent with learn() / predict() / save()
 Builder = Callable[..., Any]
 DEFAULT_PENALTY_BETA = 1.0
+VEC_ENVS = ("dummy", "subproc")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,11 @@ class AlgoSpec:
     name: str
     builder: Builder
     description: str
+
+    @property
+    def agent_class(self) -> type[BaseAlgorithm] | None:
+        """The class whose ``load()`` reads a saved agent; None for the search baselines."""
+        return getattr(self.builder, "agent_class", None)
 
 
 _REGISTRY: dict[str, AlgoSpec] = {}
@@ -91,96 +100,173 @@ def _rescaled(env: gym.Env) -> gym.Env:
     return env
 
 
-def sb3_builder(algo_cls: type[BaseAlgorithm], penalty: bool = False, **defaults: Any) -> Builder:
-    """A builder for any SB3 / sb3-contrib algorithm class (on ``CostPenalty`` if ``penalty``)."""
+class SB3Builder:
+    """Builds any SB3 / sb3-contrib algorithm on a pruning env, wrapped as the algorithm needs.
 
-    def build(env: gym.Env, seed: int = 0, penalty_beta: float | None = None, **kwargs: Any):
-        if penalty or penalty_beta is not None:
-            beta = DEFAULT_PENALTY_BETA if penalty_beta is None else penalty_beta
-            env = CostPenalty(env, beta)
-        params = {**defaults, **kwargs}
+    ``wrap(env, penalty_beta=None)`` applies the algorithm's own wrappers (``BudgetClip`` for
+    AMC, ``CostPenalty`` for the penalty methods, then actions rescaled to [-1, 1]); calling the
+    builder wraps a single env and constructs the agent, or takes a VecEnv whose sub-envs were
+    wrapped already (``make_agent(..., n_envs=N)``). Picklable, so sub-processes can wrap.
+    """
+
+    wrap_keys = ("penalty_beta",)
+
+    def __init__(
+        self,
+        algo_cls: type[BaseAlgorithm],
+        penalty: bool = False,
+        budget_clip: bool = False,
+        **defaults: Any,
+    ) -> None:
+        self.agent_class = algo_cls
+        self.penalty, self.budget_clip, self.defaults = penalty, budget_clip, defaults
+
+    def wrap(self, env: gym.Env, penalty_beta: float | None = None) -> gym.Env:
+        if self.budget_clip:
+            env = BudgetClip(env)
+        if self.penalty or penalty_beta is not None:
+            env = CostPenalty(env, DEFAULT_PENALTY_BETA if penalty_beta is None else penalty_beta)
+        return _rescaled(env)
+
+    def __call__(
+        self, env: gym.Env | VecEnv, seed: int = 0, penalty_beta: float | None = None, **kwargs
+    ) -> BaseAlgorithm:
+        if not isinstance(env, VecEnv):
+            env = self.wrap(env, penalty_beta)
+        params = {**self.defaults, **kwargs}
         for key, value in list(params.items()):
             if callable(value) and key.endswith("_factory"):
                 params[key.removesuffix("_factory")] = value(env)
                 del params[key]
-        return algo_cls("MlpPolicy", _rescaled(env), seed=seed, **params)
-
-    return build
+        return self.agent_class("MlpPolicy", env, seed=seed, **params)
 
 
-def _lagrangian_builder(kind: str) -> Builder:
-    def build(env: gym.Env, seed: int = 0, **kwargs: Any) -> PPOLagrangian:
-        return PPOLagrangian("MlpPolicy", _rescaled(env), lagrangian=kind, seed=seed, **kwargs)
-
-    return build
+def sb3_builder(algo_cls: type[BaseAlgorithm], penalty: bool = False, **defaults: Any) -> Builder:
+    """A builder for any SB3 / sb3-contrib algorithm class (on ``CostPenalty`` if ``penalty``)."""
+    return SB3Builder(algo_cls, penalty=penalty, **defaults)
 
 
-def _td3_noise(env: gym.Env) -> NormalActionNoise:
+def _td3_noise(env: gym.Env | VecEnv) -> NormalActionNoise:
     n = int(np.prod(env.action_space.shape))
     return NormalActionNoise(np.zeros(n), np.full(n, 0.3))
 
 
-def _amc_builder(env: gym.Env, seed: int = 0, **kwargs: Any) -> TD3:
-    clipped = _rescaled(BudgetClip(env))
-    params = {"learning_starts": 100, "action_noise": _td3_noise(clipped), **kwargs}
-    return TD3("MlpPolicy", clipped, seed=seed, **params)
+class BaselineBuilder:
+    """Builds one of ``agents.baselines`` (a search on one env: no VecEnv, nothing to load)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, env: gym.Env, seed: int = 0, **kwargs: Any):
+        return BASELINES[self.name](env, seed=seed, **kwargs)
 
 
-def _baseline_builder(name: str) -> Builder:
-    def build(env: gym.Env, seed: int = 0, **kwargs: Any):
-        return BASELINES[name](env, seed=seed, **kwargs)
-
-    return build
-
-
-def _trpo_builder(env: gym.Env, seed: int = 0, **kwargs: Any):
-    from sb3_contrib import TRPO
-
-    return sb3_builder(TRPO, penalty=True)(env, seed=seed, **kwargs)
-
-
-register("ppo_lag", _lagrangian_builder("gradient"), "PPO-Lagrangian, gradient-ascent lambda")
-register("ppo_pid_lag", _lagrangian_builder("pid"), "PPO-Lagrangian, PID lambda")
-register("ppo_penalty", sb3_builder(PPO, penalty=True), "PPO on reward - beta * cost")
+register(
+    "ppo_lag",
+    SB3Builder(PPOLagrangian, lagrangian="gradient"),
+    "PPO-Lagrangian, gradient-ascent lambda",
+)
+register("ppo_pid_lag", SB3Builder(PPOLagrangian, lagrangian="pid"), "PPO-Lagrangian, PID lambda")
+register("ppo_penalty", SB3Builder(PPO, penalty=True), "PPO on reward - beta * cost")
 register(
     "sac_penalty",
-    sb3_builder(SAC, penalty=True, learning_starts=100),
+    SB3Builder(SAC, penalty=True, learning_starts=100),
     "SAC on reward - beta * cost",
 )
 register(
     "td3_penalty",
-    sb3_builder(TD3, penalty=True, learning_starts=100, action_noise_factory=_td3_noise),
+    SB3Builder(TD3, penalty=True, learning_starts=100, action_noise_factory=_td3_noise),
     "TD3 on reward - beta * cost",
 )
-register("trpo_penalty", _trpo_builder, "TRPO (sb3-contrib) on reward - beta * cost")
-register("amc", _amc_builder, "AMC: TD3 with budget-clipped actions, reward = accuracy")
+register(
+    "trpo_penalty", SB3Builder(TRPO, penalty=True), "TRPO (sb3-contrib) on reward - beta * cost"
+)
+register(
+    "amc",
+    SB3Builder(TD3, budget_clip=True, learning_starts=100, action_noise_factory=_td3_noise),
+    "AMC: TD3 with budget-clipped actions, reward = accuracy",
+)
 for _name, _cls in BASELINES.items():
-    register(_name, _baseline_builder(_name), (_cls.__doc__ or "").strip().splitlines()[0])
+    register(_name, BaselineBuilder(_name), (_cls.__doc__ or "").strip().splitlines()[0])
+
+
+class VecEpisodeLog:
+    """The episodes of every sub-env's ``EpisodeRecorder``, merged in the order they ended."""
+
+    def __init__(self, venv: VecEnv) -> None:
+        self.venv = venv
+
+    @property
+    def records(self) -> list[EpisodeRecord]:
+        """Every finished episode; ``env_steps`` counts the steps of all copies (they step in
+        lockstep, so a copy's own count times the number of copies)."""
+        n = self.venv.num_envs
+        merged = sorted(
+            (r for rs in self.venv.get_attr("records") for r in rs), key=lambda r: r.wall_time
+        )
+        return [replace(r, index=i, env_steps=r.env_steps * n) for i, r in enumerate(merged)]
+
+    @property
+    def total_steps(self) -> int:
+        return int(sum(self.venv.get_attr("total_steps")))
+
+
+def _recorded(env_fn: Callable[[], gym.Env], wrap: Callable[..., gym.Env], wrap_kwargs) -> gym.Env:
+    return wrap(EpisodeRecorder(env_fn()), **wrap_kwargs)
+
+
+def _builder_of(algo: str | type[BaseAlgorithm]) -> Builder:
+    if isinstance(algo, str):
+        return get(algo).builder
+    if isinstance(algo, type) and issubclass(algo, BaseAlgorithm):
+        return SB3Builder(algo)
+    raise ValueError(f"algo must be a registered name or an SB3 algorithm class, got {algo!r}")
 
 
 def make_agent(
-    algo: str | type[BaseAlgorithm], env: gym.Env, seed: int = 0, **kwargs: Any
-) -> tuple[Any, EpisodeRecorder]:
-    """Wrap ``env`` in an ``EpisodeRecorder`` and build the agent; returns both."""
-    recorder = EpisodeRecorder(env)
-    if isinstance(algo, str):
-        agent = get(algo).builder(recorder, seed=seed, **kwargs)
-    elif isinstance(algo, type) and issubclass(algo, BaseAlgorithm):
-        agent = sb3_builder(algo)(recorder, seed=seed, **kwargs)
-    else:
-        raise ValueError(f"algo must be a registered name or an SB3 algorithm class, got {algo!r}")
-    return agent, recorder
+    algo: str | type[BaseAlgorithm],
+    env: gym.Env | Callable[[], gym.Env],
+    seed: int = 0,
+    n_envs: int = 1,
+    vec_env: str = "dummy",
+    **kwargs: Any,
+) -> tuple[Any, EpisodeRecorder | VecEpisodeLog]:
+    """Wrap the env in an ``EpisodeRecorder`` and build the agent; returns both.
+
+    ``env`` is an env, or a function making one. With ``n_envs > 1`` it must be the function:
+    each of the ``n_envs`` copies is recorded and wrapped in its own process (``vec_env=
+    "subproc"``) or in this one (``"dummy"``), and the episode log merges them.
+    """
+    builder = _builder_of(algo)
+    if int(n_envs) < 1:
+        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    if n_envs == 1:
+        recorder = EpisodeRecorder(env if isinstance(env, gym.Env) else env())
+        return builder(recorder, seed=seed, **kwargs), recorder
+    if vec_env not in VEC_ENVS:
+        raise ValueError(f"unknown vec_env {vec_env!r}; expected one of {VEC_ENVS}")
+    if isinstance(env, gym.Env) or not callable(env):
+        raise ValueError("n_envs > 1 needs a function that makes the env, not an env")
+    if not hasattr(builder, "wrap"):
+        raise ValueError(f"{algo!r} runs on one env only (it has no VecEnv support); use n_envs=1")
+    wrap_kwargs = {k: kwargs.pop(k) for k in getattr(builder, "wrap_keys", ()) if k in kwargs}
+    fns = [partial(_recorded, env, builder.wrap, wrap_kwargs) for _ in range(int(n_envs))]
+    venv = SubprocVecEnv(fns) if vec_env == "subproc" else DummyVecEnv(fns)
+    return builder(venv, seed=seed, **kwargs), VecEpisodeLog(venv)
 
 
 def run(
     algo: str | type[BaseAlgorithm],
-    env: gym.Env,
+    env: gym.Env | Callable[[], gym.Env],
     total_timesteps: int,
     seed: int = 0,
     learn_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> RunResult:
-    """Build ``algo`` on ``env``, let it learn for ``total_timesteps`` env steps, record it all."""
+    """Build ``algo`` on ``env``, let it learn for ``total_timesteps`` env steps, record it all.
+
+    ``kwargs`` go to ``make_agent`` (``n_envs``, ``vec_env``) and on to the algorithm.
+    """
     if int(total_timesteps) < 1:
         raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}")
     start = time.perf_counter()

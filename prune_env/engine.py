@@ -553,3 +553,26 @@ def tp_prune_reference(
         fn = tp.prune_conv_out_channels if isinstance(root, _CONV) else tp.prune_linear_out_channels
         graph.get_pruning_group(root, fn, idxs=pruned).prune()
     return net.eval()
+
+
+def measure_resources(
+    model: nn.Module, example_input: torch.Tensor, nonzero: bool = False
+) -> tuple[int, int]:
+    """(parameters, MACs) of any network, counted on the module itself, not from an engine.
+
+    MACs are those of Conv/Linear layers for one sample, as in the env's cost. With
+    ``nonzero``, zero weights count neither as parameters nor as multiply-accumulates (what
+    weight granularity reports). For a network built by an engine this equals
+    ``engine.resources(counts)``: the independent check of a saved pruned model.
+    """
+    device = next(model.parameters()).device
+    spatial = _module_spatial(model, example_input.to(device))
+    params, macs = sum(p.numel() for p in model.parameters()), 0
+    for name, shape in _layer_shapes(model, spatial).items():
+        if shape.kind == "bn":
+            continue
+        weight = model.get_submodule(name).weight
+        weights = int(torch.count_nonzero(weight)) if nonzero else weight.numel()
+        params -= weight.numel() - weights  # only Conv/Linear weights are pruned to zero
+        macs += weights * shape.spatial
+    return params, macs

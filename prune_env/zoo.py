@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,13 @@ def train_model(
     seed: int = 0,
     progress: bool = True,
     description: str = "training",
+    after_step: Callable[[], None] | None = None,
 ) -> float:
-    """Train ``model`` in place on its device with ``recipe``; returns seconds spent."""
+    """Train ``model`` in place on its device with ``recipe``; returns seconds spent.
+
+    ``after_step`` runs after every optimiser step (fine-tuning uses it to keep pruned weights
+    at zero).
+    """
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -95,6 +101,8 @@ def train_model(
             loss.backward()
             opt.step()
             sched.step()
+            if after_step is not None:
+                after_step()
             bar.update()
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")

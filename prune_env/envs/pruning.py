@@ -305,6 +305,8 @@ class PruneEnv(gym.Env):
         self.eval_batch_size, self.latency_repeats = eval_batch_size, latency_repeats
 
         setup_start = time.perf_counter()
+        self.data_info: DatasetInfo | None = None  # known for registered architectures only
+        self._data_source: tuple[str, str | os.PathLike | None, str] | None = None
         if isinstance(model, str):
             base, example, train_x, train_y, self.base_info = self._zoo_setup(
                 model,
@@ -433,17 +435,11 @@ class PruneEnv(gym.Env):
         pool_size,
         progress,
     ):
-        if dataset == "synthetic":
-            channels, size = _ARCH_INPUT.get(arch, (3, 32))
-            train = synthetic_split("train", 10, channels, size)
-            test = synthetic_split("test", 10, channels, size)
-        else:
-            train = load_split(dataset, "train", data_dir)
-            test = None
+        self._data_source = (dataset, data_dir, arch)
+        train = self.dataset_split("train")
         info: DatasetInfo = dataset_info(dataset, train)
         needs_training = pretrained and checkpoint is None
-        if needs_training and test is None:
-            test = load_split(dataset, "test", data_dir)
+        test = self.dataset_split("test") if needs_training or dataset == "synthetic" else None
         base, meta = get_base_model(
             arch,
             dataset,
@@ -457,11 +453,26 @@ class PruneEnv(gym.Env):
             self.device,
             progress=progress,
         )
+        self.data_info = info
         idx = self._carve(len(train), split_seed, reward_size, bn_calib_size, pool_size)
         x = normalise(train.images[torch.from_numpy(idx)].to(self.device), info)
         y = train.labels[torch.from_numpy(idx)].to(self.device)
         example = x[:1].clone()
         return base, example, x, y, {**meta, "dataset": dataset, "arch": arch}
+
+    def dataset_split(self, split: str) -> Split:
+        """The whole ``split`` ("train" or "test") of a registered architecture's data set.
+
+        For the stages after the search (fine-tuning on the full training set, test accuracy);
+        the env itself only keeps the images it carved for the reward.
+        """
+        if self._data_source is None:
+            raise ValueError("dataset_split needs a registered architecture, not a user module")
+        dataset, data_dir, arch = self._data_source
+        if dataset == "synthetic":
+            channels, size = _ARCH_INPUT.get(arch, (3, 32))
+            return synthetic_split(split, 10, channels, size)
+        return load_split(dataset, split, data_dir)
 
     def _user_data(self, data, split_seed, reward_size, bn_calib_size, pool_size):
         n = len(data[1]) if isinstance(data, tuple) else len(data)
@@ -628,6 +639,39 @@ class PruneEnv(gym.Env):
         """The pruned network for keep ``ratios`` (before re-calibration and fine-tuning)."""
         return self.engine.build(self._counts(np.clip(np.asarray(ratios, float), self.min_keep, 1)))
 
+    def pruned_network(self, ratios: Sequence[float]) -> nn.Module:
+        """The pruned network whose accuracy the reward of ``ratios`` measured.
+
+        Built, BatchNorm re-calibrated (on the calibration images; with
+        ``bn_recalibrate="reward"``, on the reward images, which that mode normalises with)
+        and fine-tuned for ``finetune_steps`` like the evaluation; NCHW, eval mode. This is the
+        network a search hands on to fine-tuning and deployment.
+        """
+        counts = self._counts(np.clip(np.asarray(ratios, dtype=np.float64), self.min_keep, 1))
+        net = self.engine.build(counts)
+        if self.bn_recalibrate != "off" and has_batchnorm(net):
+            use_calib = self.bn_recalibrate == "calib" and len(self.calib_x)
+            recalibrate_batchnorm(net, self.calib_x if use_calib else self.reward_x)
+        self._finetune_steps(net, counts)
+        return net.eval()
+
+    def _finetune_steps(self, net: nn.Module, counts: np.ndarray) -> None:
+        if not self.finetune_steps:
+            return
+        # Seeded by the candidate itself: the reward is a function of the kept channels, so a
+        # cached evaluation is exactly what a fresh one would give.
+        seed = zlib.crc32(counts.tobytes()) ^ (self.split_seed & 0xFFFFFFFF)
+        generator = torch.Generator().manual_seed(seed)
+        finetune(
+            net,
+            self.pool_x,
+            self.pool_y,
+            self.finetune_steps,
+            generator,
+            self.finetune_batch_size,
+            self.finetune_lr,
+        )
+
     def cache_info(self) -> dict[str, int]:
         """Hits, misses and size of the evaluation cache (keyed by kept channels per layer)."""
         return {"hits": self.cache_hits, "misses": self.cache_misses, "size": len(self._cache)}
@@ -674,20 +718,7 @@ class PruneEnv(gym.Env):
             recalibrate_batchnorm(net, self.calib_x)
         timing["bn_recalibration"] = time.perf_counter() - t
         t = time.perf_counter()
-        if self.finetune_steps:
-            # Seeded by the candidate itself: the reward is a function of the kept channels,
-            # so a cached evaluation is exactly what a fresh one would give.
-            seed = zlib.crc32(counts.tobytes()) ^ (self.split_seed & 0xFFFFFFFF)
-            generator = torch.Generator().manual_seed(seed)
-            finetune(
-                net,
-                self.pool_x,
-                self.pool_y,
-                self.finetune_steps,
-                generator,
-                self.finetune_batch_size,
-                self.finetune_lr,
-            )
+        self._finetune_steps(net, counts)
         timing["finetune"] = time.perf_counter() - t
         t = time.perf_counter()
         # Measured costs see the network as a user would deploy it (NCHW, after fine-tuning).

@@ -1,0 +1,137 @@
+"""The PNG plots of a pruning run (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: runs on machines without a display
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    if len(values) == 0:
+        return values
+    window = max(1, min(window, len(values)))
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    out = np.empty(len(values))
+    for i in range(len(values)):
+        lo = max(0, i + 1 - window)
+        out[i] = (cumulative[i + 1] - cumulative[lo]) / (i + 1 - lo)
+    return out
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_training(
+    episodes: Sequence[Mapping[str, Any]],
+    lambda_history: Sequence[tuple[int, Sequence[float]]],
+    budget: float,
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """Episode reward, episode cost (with the budget line) and lambda against env steps."""
+    steps = np.array([e["env_steps"] for e in episodes], dtype=float)
+    rewards = np.array([e["reward"] for e in episodes], dtype=float)
+    costs = np.array([e["cost"] for e in episodes], dtype=float)
+    panels = 3 if lambda_history else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(7, 2.4 * panels), sharex=True)
+    window = max(1, len(episodes) // 20)
+    axes[0].scatter(steps, rewards, s=4, alpha=0.3, label="episode")
+    axes[0].plot(steps, _running_mean(rewards, window), color="C1", label=f"mean of {window}")
+    axes[0].set_ylabel("reward (accuracy)")
+    axes[0].legend(loc="lower right", fontsize=8)
+    axes[1].scatter(steps, costs, s=4, alpha=0.3)
+    axes[1].plot(steps, _running_mean(costs, window), color="C1")
+    axes[1].axhline(budget, color="red", linestyle="--", label=f"budget {budget:g}")
+    axes[1].set_ylabel("cost (fraction kept)")
+    axes[1].legend(loc="upper right", fontsize=8)
+    if lambda_history:
+        at = [s for s, _ in lambda_history]
+        values = np.array([v for _, v in lambda_history], dtype=float)
+        for i in range(values.shape[1]):
+            axes[2].plot(at, values[:, i], label=f"lambda {i}" if values.shape[1] > 1 else None)
+        axes[2].set_ylabel("lambda")
+    axes[-1].set_xlabel("env steps")
+    if title:
+        axes[0].set_title(title)
+    return _save(fig, path)
+
+
+def plot_keep_ratios(
+    series: Mapping[str, Sequence[float]],
+    layers: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """Keep ratio per layer, one bar group per layer and one bar per series (method)."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) + 2), 3.4))
+    x = np.arange(len(layers))
+    width = 0.8 / max(1, len(series))
+    for i, (label, ratios) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, ratios, width, label=label)
+    ax.set_xticks(x, layers, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("keep ratio")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_cost(
+    episodes: Sequence[Mapping[str, Any]],
+    budget: float,
+    path: str | os.PathLike,
+    chosen: tuple[float, float] | None = None,
+    title: str = "",
+) -> Path:
+    """Reward accuracy against cost of every evaluated episode, with the budget line."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    costs = np.array([e["cost"] for e in episodes], dtype=float)
+    rewards = np.array([e["reward"] for e in episodes], dtype=float)
+    order = np.arange(len(episodes))
+    points = ax.scatter(costs, rewards, c=order, s=6, cmap="viridis", alpha=0.6)
+    fig.colorbar(points, ax=ax, label="episode")
+    ax.axvline(budget, color="red", linestyle="--", label=f"budget {budget:g}")
+    if chosen is not None:
+        ax.scatter([chosen[0]], [chosen[1]], marker="*", s=160, color="red", label="chosen")
+    ax.set_xlabel("cost (fraction of the resource kept)")
+    ax.set_ylabel("reward (accuracy on the reward split)")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_comparison(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = ""
+) -> Path:
+    """Test accuracy (after fine-tuning) and parameters kept of each method, as bars."""
+    names = [str(r["method"]) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.2 * len(rows) + 3), 3.4))
+    acc = [100 * float(r["test_accuracy"]) for r in rows]
+    kept = [100 * float(r["params_kept"]) for r in rows]
+    axes[0].bar(names, acc, color="C0")
+    axes[0].set_ylabel("test accuracy %")
+    axes[0].set_ylim(max(0.0, min(acc) - 10), min(100.0, max(acc) + 5))
+    axes[1].bar(names, kept, color="C2")
+    axes[1].set_ylabel("parameters kept %")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=40, labelsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
