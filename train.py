@@ -186,6 +186,43 @@ def resolve(cfg: Config) -> Config:
     return cfg
 
 
+def env_arguments(cfg: Config) -> dict[str, Any]:
+    """The env's keyword arguments for a resolved configuration (evaluate.py uses them too)."""
+    return {
+        "budget": cfg.budget,
+        "cost": cfg.cost,
+        "granularity": cfg.granularity,
+        "width_mult": cfg.width_mult,
+        "base_train_epochs": cfg.base_epochs,
+        "reward_size": cfg.reward_size,
+        "data_dir": cfg.data_dir,
+        "checkpoint": cfg.checkpoint,
+        "device": cfg.device,
+        **({"dataset": cfg.dataset} if cfg.dataset else {}),
+        **json.loads(cfg.env_kwargs),
+    }
+
+
+def algo_arguments(cfg: Config, algo: str) -> dict[str, Any]:
+    """Keyword arguments of ``algo``: the preset's rollout size for on-policy agents, then
+    ``--algo-kwargs``; RL agents run on the CPU (small MLPs) unless told otherwise."""
+    agent_class = registry.get(algo).agent_class
+    if agent_class is None:
+        return {}
+    kwargs: dict[str, Any] = {"device": "cpu"}
+    if issubclass(agent_class, OnPolicyAlgorithm):
+        kwargs.update(PRESETS[cfg.preset]["on_policy_kwargs"])
+    return {**kwargs, **json.loads(cfg.algo_kwargs)}
+
+
+def test_split(env: Any, cfg: Config) -> Split:
+    """The test split the run measures on (its first ``test_size`` images if set)."""
+    test = env.unwrapped.dataset_split("test")
+    if cfg.test_size is not None:
+        test = Split(test.images[: cfg.test_size], test.labels[: cfg.test_size], test.classes)
+    return test
+
+
 # ----------------------------------------------------------------------------- helpers
 def say(stage: int, name: str, text: str, seconds: float) -> None:
     print(f"[{stage}/5] {name}: {text} ({seconds:.1f} s)", flush=True)
@@ -272,20 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"run folder: {run_dir}" + (" (resumed)" if state else ""), flush=True)
     spec = registry.get(cfg.algo)
-    algo_kwargs = json.loads(cfg.algo_kwargs)
-    env_kwargs = {
-        "budget": cfg.budget,
-        "cost": cfg.cost,
-        "granularity": cfg.granularity,
-        "width_mult": cfg.width_mult,
-        "base_train_epochs": cfg.base_epochs,
-        "reward_size": cfg.reward_size,
-        "data_dir": cfg.data_dir,
-        "checkpoint": cfg.checkpoint,
-        "device": cfg.device,
-        **({"dataset": cfg.dataset} if cfg.dataset else {}),
-        **json.loads(cfg.env_kwargs),
-    }
+    env_kwargs = env_arguments(cfg)
     stages: dict[str, float] = dict(state.get("stages", {}))
     torch.manual_seed(cfg.seed)
 
@@ -294,9 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     env = prune_env.make(cfg.env, progress=cfg.progress, **env_kwargs)
     penv = env.unwrapped
     device, info = penv.device, penv.data_info
-    test = penv.dataset_split("test")
-    if cfg.test_size is not None:
-        test = Split(test.images[: cfg.test_size], test.labels[: cfg.test_size], test.classes)
+    test = test_split(env, cfg)
     latency_batch = normalise(test.images[:64].to(device), info)
     base_stats = measure(penv.base_model, test, info, latency_batch).to_dict()
     base_stats["reward_accuracy"] = penv.base_accuracy
@@ -308,10 +330,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Search, checkpointed every --checkpoint-every seconds; --resume continues it.
     is_rl = spec.agent_class is not None
-    if is_rl and issubclass(spec.agent_class, OnPolicyAlgorithm):
-        algo_kwargs = {**PRESETS[cfg.preset]["on_policy_kwargs"], **algo_kwargs}
+    algo_kwargs = algo_arguments(cfg, cfg.algo)
     if is_rl:
-        algo_kwargs = {"device": "cpu", "tensorboard_log": str(run_dir / "tb"), **algo_kwargs}
+        algo_kwargs["tensorboard_log"] = str(run_dir / "tb")
     prior: list[dict] = state.get("episodes", [])
     prior_steps, prior_wall = int(state.get("num_timesteps", 0)), float(state.get("wall", 0.0))
     lambda_history: list = state.get("lambda_history", [])
@@ -323,9 +344,6 @@ def main(argv: list[str] | None = None) -> int:
     agent, log = registry.make_agent(
         cfg.algo, env_fn, seed=cfg.seed, n_envs=n_envs, vec_env=cfg.vec_env, **algo_kwargs
     )
-    wrap_kwargs = {
-        k: algo_kwargs[k] for k in getattr(spec.builder, "wrap_keys", ()) if k in algo_kwargs
-    }
 
     def all_episodes() -> list[dict]:
         return prior + shifted(log.records, len(prior), prior_steps, prior_wall)
@@ -417,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     # 3. Extraction: the deterministic policy's episode or the best feasible one seen.
     t0 = time.perf_counter()
     candidates = []
-    rollout_env = spec.builder.wrap(env, **wrap_kwargs) if hasattr(spec.builder, "wrap") else env
+    rollout_env = registry.wrapped_env(cfg.algo, env, **algo_kwargs)
     try:
         candidates.append(("the deterministic policy's episode", rollout(agent, rollout_env)))
     except RuntimeError as exc:  # a search baseline that found nothing feasible has no policy

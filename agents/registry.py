@@ -223,6 +223,19 @@ def _builder_of(algo: str | type[BaseAlgorithm]) -> Builder:
     raise ValueError(f"algo must be a registered name or an SB3 algorithm class, got {algo!r}")
 
 
+def wrapped_env(algo: str | type[BaseAlgorithm], env: gym.Env, **kwargs: Any) -> gym.Env:
+    """``env`` wrapped as ``algo``'s agent sees it (to roll a saved agent out).
+
+    ``kwargs`` are the algorithm's arguments; those that change the wrapping (``penalty_beta``)
+    are used, the rest ignored.
+    """
+    builder = _builder_of(algo)
+    if not hasattr(builder, "wrap"):
+        return env
+    keys = getattr(builder, "wrap_keys", ())
+    return builder.wrap(env, **{k: v for k, v in kwargs.items() if k in keys})
+
+
 def make_agent(
     algo: str | type[BaseAlgorithm],
     env: gym.Env | Callable[[], gym.Env],

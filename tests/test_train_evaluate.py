@@ -1,0 +1,176 @@
+"""train.py and evaluate.py end to end, as subprocesses, on a tiny synthetic configuration."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from prune_env.pruned import load_pruned
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RUN = [
+    "--env", "VGG11Prune-v0", "--dataset", "synthetic", "--width-mult", "0.125",
+    "--base-epochs", "1", "--reward-size", "64", "--finetune-epochs", "1", "--test-size", "256",
+    "--device", "cpu", "--no-progress",
+]  # fmt: skip
+REPORT_FIELDS = {"test_accuracy", "params", "flops", "latency_ms"}
+
+
+def _run(script, *args, home, check=True, timeout=300):
+    env = {**os.environ, "PRUNE_ENV_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _train(tmp_path, home, *extra):
+    out = tmp_path / "runs"
+    _run("train.py", *TINY_RUN, "--out", out, *extra, home=home)
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    home = tmp / "home"
+    algo_kwargs = json.dumps({"n_steps": 32, "batch_size": 16})
+    run_dir = _train(tmp, home, "--total-timesteps", "96", "--algo-kwargs", algo_kwargs)
+    return run_dir, home
+
+
+def test_train_writes_every_artifact(finished_run):
+    run_dir, _ = finished_run
+    assert run_dir.name.startswith("VGG11Prune-v0__ppo_lag__0__")
+    for name in (
+        "config.json", "agent.zip", "pruned_model.pt", "pruned_state.pt", "pruned_arch.json",
+        "report.json", "report.md", "episodes.jsonl", "training.png", "keep_ratios.png",
+        "accuracy_vs_cost.png",
+    ):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tb").rglob("events.out.tfevents.*"))
+    assert not (run_dir / "checkpoint").exists()  # removed once the run is complete
+    report = json.loads((run_dir / "report.json").read_text())
+    assert set(report["base"]) >= REPORT_FIELDS and set(report["pruned"]) >= REPORT_FIELDS
+    pruned, base = report["pruned"], report["base"]
+    assert set(report["stages"]) == {"base_model", "search", "extraction", "finetune", "test"}
+    assert len(pruned["keep_ratios"]) == len(pruned["layers"]) == 8
+    assert pruned["constraint_satisfied"] == (pruned["params"] / base["params"] <= 0.1 + 1e-12)
+    assert report["search"]["env_steps"] == 96
+    episodes = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
+    assert len(episodes) == report["search"]["episodes"] == 96 // 8
+    assert report["selection"]["chosen"] in [c["source"] for c in report["selection"]["candidates"]]
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["total_timesteps"] == 96 and config["width_mult"] == 0.125
+    assert "| test accuracy |" in (run_dir / "report.md").read_text()
+
+
+def test_pruned_model_loads_in_both_forms_and_is_smaller(finished_run):
+    run_dir, _ = finished_run
+    report = json.loads((run_dir / "report.json").read_text())
+    safe = load_pruned(run_dir)
+    whole = torch.load(run_dir / "pruned_model.pt", weights_only=False)
+    n_params = sum(p.numel() for p in safe.parameters())
+    assert n_params == report["pruned"]["params"] < report["base"]["params"]
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(safe(x), whole.eval()(x))
+    arch = json.loads((run_dir / "pruned_arch.json").read_text())
+    convs = [m for m in safe.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == arch["kept"]
+
+
+def test_evaluate_remeasures_what_the_report_says(finished_run):
+    run_dir, home = finished_run
+    out = _run("evaluate.py", run_dir, "--no-progress", home=home).stdout
+    assert "matches the report" in out
+    result = json.loads((run_dir / "evaluation.json").read_text())
+    report = json.loads((run_dir / "report.json").read_text())
+    assert result["matches_report"] is True
+    assert result["pruned"]["test_accuracy"] == report["pruned"]["test_accuracy"]
+    assert result["pruned"]["params"] == report["pruned"]["params"]
+    assert result["pruned"]["flops"] == report["pruned"]["flops"]
+
+
+def test_evaluate_compares_methods_and_rolls_the_agent_out(finished_run):
+    run_dir, home = finished_run
+    _run("evaluate.py", run_dir, "--compare", "uniform,magnitude_global", "--no-progress",
+         home=home)  # fmt: skip
+    rows = json.loads((run_dir / "compare.json").read_text())
+    assert [r["method"] for r in rows] == [
+        "ppo_lag (this run)", "uniform", "magnitude_global", "base (unpruned)",
+    ]  # fmt: skip
+    for row in rows[1:3]:
+        assert row["feasible"] and row["params_kept"] <= 0.1 + 1e-12
+        assert 0 <= row["test_accuracy"] <= 1
+    assert (run_dir / "compare.csv").read_text().count("\n") == len(rows) + 1
+    assert (run_dir / "compare.png").is_file() and (run_dir / "keep_ratios_compare.png").is_file()
+
+    _run("evaluate.py", run_dir, "--agent", run_dir / "agent.zip", "--episodes", "4",
+         "--no-progress", home=home)  # fmt: skip
+    result = json.loads((run_dir / "agent_eval.json").read_text())
+    assert result["episodes"] == 4 and 0 <= result["violation_rate"] <= 1
+    assert result["cost_limit"] == 0.1 and 0 < result["cost_mean"] <= 1
+
+
+def test_bad_options_fail_with_the_valid_values(tmp_path):
+    proc = _run("train.py", "--algo", "ppo_lagrange", home=tmp_path, check=False)
+    assert proc.returncode != 0 and "expected one of" in proc.stderr and "ppo_lag" in proc.stderr
+    proc = _run("train.py", "--env", "VGG17Prune-v0", home=tmp_path, check=False)
+    assert proc.returncode != 0 and "VGG16Prune-v0" in proc.stderr
+    proc = _run("evaluate.py", tmp_path, home=tmp_path, check=False)
+    assert proc.returncode != 0 and "not a run folder" in proc.stderr
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+    home, out = tmp_path / "home", tmp_path / "runs"
+    env = {**os.environ, "PRUNE_ENV_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    total = 640
+    args = [
+        *TINY_RUN, "--out", str(out), "--total-timesteps", str(total), "--checkpoint-every", "0",
+        "--algo-kwargs", json.dumps({"n_steps": 32, "batch_size": 16}),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    state_file = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(out.glob("*/checkpoint/state.json"))
+        if found and json.loads(found[0].read_text())["num_timesteps"] >= 160:
+            state_file = found[0]
+            break
+        time.sleep(0.05)
+    assert state_file is not None, f"no checkpoint before the run ended: {proc.stderr.read()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = state_file.parents[1]
+    assert not (run_dir / "report.json").exists()
+    killed_at = json.loads(state_file.read_text())["num_timesteps"]
+    assert 160 <= killed_at < total
+
+    resumed = _run("train.py", "--resume", run_dir, "--no-progress", home=home)
+    assert f"resumed the search at step {killed_at:,}" in resumed.stdout
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["search"]["resumes"] == 1
+    assert report["search"]["env_steps"] == total
+    episodes = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
+    steps = [e["env_steps"] for e in episodes]
+    assert steps == sorted(steps) and [e["index"] for e in episodes] == list(range(len(episodes)))
+    # The episodes before the kill are kept; the unfinished one after the checkpoint is redone.
+    assert sum(s <= killed_at for s in steps) == killed_at // 8
+    assert len(episodes) == total // 8
+    assert load_pruned(run_dir) is not None
+    again = _run("train.py", "--resume", run_dir, "--no-progress", home=home)
+    assert "is complete" in again.stdout
