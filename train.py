@@ -33,7 +33,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 import prune_env
-from agents import registry
+from agents import PPOLagrangian, registry
 from agents.callbacks import SearchMonitor
 from agents.recording import EpisodeRecord
 from prune_env.costs import BUILTIN_COSTS
@@ -53,9 +53,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width_mult": 0.25,
         "base_epochs": 3,
         "reward_size": 1000,
-        "total_timesteps": 6000,
+        "total_timesteps": 15_000,
         "finetune_epochs": 1,
         "on_policy_kwargs": {"n_steps": 512, "batch_size": 128},
+        # About 30 multiplier updates in a search this short: lambda must be able to reach the
+        # price (~2) at which a 10% budget pays, so it moves faster than OmniSafe's 0.035.
+        "lagrangian_kwargs": {"lambda_lr": 0.1},
     },
     # Paper scale (GPU): full-width network with the architecture's full base recipe, the
     # paper's 20,000-image reward split, a long search and a long fine-tuning.
@@ -66,6 +69,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "total_timesteps": 100_000,
         "finetune_epochs": 30,
         "on_policy_kwargs": {"n_steps": 2048, "batch_size": 256},
+        "lagrangian_kwargs": {},
     },
 }
 STAGES = ("base_model", "search", "extraction", "finetune", "test")
@@ -212,6 +216,8 @@ def algo_arguments(cfg: Config, algo: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"device": "cpu"}
     if issubclass(agent_class, OnPolicyAlgorithm):
         kwargs.update(PRESETS[cfg.preset]["on_policy_kwargs"])
+    if issubclass(agent_class, PPOLagrangian):
+        kwargs.update(PRESETS[cfg.preset]["lagrangian_kwargs"])
     return {**kwargs, **json.loads(cfg.algo_kwargs)}
 
 

@@ -22,6 +22,9 @@ result = registry.run("ars_penalty", env, total_timesteps=2000)
 result = registry.run(A2C, env, total_timesteps=2000, penalty_beta=1.0)
 ```
 
+Several env copies: ``run(name, make_env, total_timesteps, n_envs=4, vec_env="subproc")``
+with a function that makes the env; each copy is recorded and wrapped in its own process.
+
 Every run goes through ``run()``: the env is wrapped in an ``EpisodeRecorder`` (so every
 algorithm's evaluated episodes are recorded alike), then in the algorithm's own wrappers, and
 Box actions are rescaled to [-1, 1] for the RL agents. The result is a ``RunResult``.
