@@ -390,11 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         state["resumes"] = int(state.get("resumes", 0)) + 1
         print(f"resumed the search at step {agent.num_timesteps:,} "
               f"({len(prior)} episodes recorded before)", flush=True)  # fmt: skip
-    elif state:  # a baseline's search starts over: it holds no state worth a checkpoint
-        prior, prior_steps, prior_wall = [], 0, 0.0
-    best_status = lambda: {"episodes": len(prior) + len(log.records)}  # noqa: E731
+    # The search baselines write no checkpoint (a resumed one starts over).
     monitor = SearchMonitor(cfg.total_timesteps, checkpoint if is_rl else None,
-                            cfg.checkpoint_every, best_status, cfg.progress)  # fmt: skip
+                            cfg.checkpoint_every, cfg.progress)  # fmt: skip
     remaining = cfg.total_timesteps - (agent.num_timesteps if is_rl else 0)
     try:
         if is_rl and remaining > 0:

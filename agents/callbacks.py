@@ -17,12 +17,12 @@ class SearchMonitor(BaseCallback):
 
     Checkpoints are taken where the agent's state is whole: for on-policy agents at the start
     of a rollout (after the previous update), for off-policy agents when an episode ends.
-    ``checkpoint`` receives the agent; ``status`` returns the bar's postfix.
+    Beside the bar: episodes finished, the best accuracy of a feasible episode (from the
+    pruning envs' last-step info) and lambda.
 
     :param total_timesteps: env steps the whole search runs (the bar's length).
     :param checkpoint: called with the agent when a checkpoint is due (None: never).
     :param every_s: seconds between checkpoints (0: at every opportunity).
-    :param status: returns a short dict shown beside the bar (episodes, best accuracy...).
     :param progress: show the bar.
     """
 
@@ -31,7 +31,6 @@ class SearchMonitor(BaseCallback):
         total_timesteps: int,
         checkpoint: Callable[[Any], None] | None = None,
         every_s: float = 120.0,
-        status: Callable[[], dict[str, Any]] | None = None,
         progress: bool = True,
     ) -> None:
         super().__init__()
@@ -39,9 +38,11 @@ class SearchMonitor(BaseCallback):
             raise ValueError(f"every_s must be >= 0, got {every_s}")
         self.total_timesteps = int(total_timesteps)
         self.checkpoint_fn, self.every_s = checkpoint, float(every_s)
-        self.status, self.progress = status, progress
+        self.progress = progress
         self.lambda_history: list[tuple[int, list[float]]] = []
         self.checkpoints = 0
+        self.episodes = 0
+        self.best_feasible = float("nan")
         self._last_save = time.monotonic()
         self._bar: tqdm | None = None
 
@@ -73,12 +74,21 @@ class SearchMonitor(BaseCallback):
             self._maybe_checkpoint()
 
     def _on_step(self) -> bool:
+        dones = np.asarray(self.locals.get("dones", []), dtype=bool)
+        infos = self.locals.get("infos", [])
+        for done, info in zip(dones, infos, strict=False):
+            if done:
+                self.episodes += 1
+                if info.get("constraint_satisfied") and "accuracy" in info:
+                    self.best_feasible = np.fmax(self.best_feasible, float(info["accuracy"]))
         if self._bar is not None:
             self._bar.update(min(self.num_timesteps, self.total_timesteps) - self._bar.n)
-            if self.status is not None and self.n_calls % 20 == 0:
-                self._bar.set_postfix(self.status(), refresh=False)
-        dones = self.locals.get("dones")
-        if not isinstance(self.model, OnPolicyAlgorithm) and dones is not None and np.any(dones):
+            if self.n_calls % 20 == 0:
+                status = {"episodes": self.episodes, "best_feasible": f"{self.best_feasible:.4f}"}
+                if self.lambda_history:
+                    status["lambda"] = f"{self.lambda_history[-1][1][0]:.3f}"
+                self._bar.set_postfix(status, refresh=False)
+        if not isinstance(self.model, OnPolicyAlgorithm) and dones.any():
             self._maybe_checkpoint()
         return True
 

@@ -241,3 +241,28 @@ def test_cost_critic_is_trained_and_round_trips(tmp_path, critic):
         assert th.equal(a, b)
     with pytest.raises(ValueError, match="cost_critic"):
         PPOLagrangian("MlpPolicy", ConcaveBandit(), policy_kwargs={"cost_critic": "both"})
+
+
+def test_search_monitor_checkpoints_where_the_agent_is_whole():
+    from stable_baselines3 import TD3
+
+    from agents.callbacks import SearchMonitor
+
+    saved_at = []
+    monitor = SearchMonitor(32, lambda m: saved_at.append(m.num_timesteps), 0.0, progress=False)
+    agent = PPOLagrangian("MlpPolicy", ConcaveBandit(), n_steps=8, batch_size=8, seed=0)
+    agent.learn(32, callback=monitor)
+    assert saved_at == [8, 16, 24]  # each rollout start after an update, never mid-rollout
+    assert [step for step, _ in monitor.lambda_history] == [0, 8, 16, 24, 32]
+    assert monitor.lambda_history[-1][1] == pytest.approx(agent.lambdas.tolist())
+    assert monitor.episodes == 32  # one-step episodes
+
+    saved_at.clear()
+    monitor = SearchMonitor(6, lambda m: saved_at.append(m.num_timesteps), 0.0, progress=False)
+    TD3("MlpPolicy", ConcaveBandit(), learning_starts=2, seed=0).learn(6, callback=monitor)
+    assert saved_at == [1, 2, 3, 4, 5, 6]  # off-policy: at every episode end
+    never = SearchMonitor(32, lambda m: saved_at.append(-1), 3600.0, progress=False)
+    agent.learn(16, callback=never)
+    assert -1 not in saved_at
+    with pytest.raises(ValueError, match="every_s"):
+        SearchMonitor(1, None, -1.0)
