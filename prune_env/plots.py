@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,4 +135,52 @@ def plot_comparison(
         ax.tick_params(axis="x", rotation=40, labelsize=8)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _curve_on_grid(curve: Sequence[Sequence[float]], grid: np.ndarray, column: int) -> np.ndarray:
+    """A running mean (a twentieth of the episodes) of one column, read off at ``grid`` steps."""
+    data = np.asarray(curve, dtype=float)
+    if len(data) == 0:
+        return np.full(len(grid), np.nan)
+    smooth = _running_mean(data[:, column], max(1, len(data) // 20))
+    values = np.interp(grid, data[:, 0], smooth)
+    values[grid < data[0, 0]] = np.nan  # nothing is known before the first episode ends
+    return values
+
+
+def plot_learning_curves(
+    curves: Mapping[str, Sequence[Sequence[Sequence[float]]]],
+    budget: float,
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """Reward and cost over env steps per algorithm: mean over seeds, shaded +- one std.
+
+    ``curves[algo]`` holds one curve per seed, each a list of ``[env_steps, reward, cost]``
+    per episode.
+    """
+    fig, axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    last = max((c[-1][0] for runs in curves.values() for c in runs if len(c)), default=1.0)
+    grid = np.linspace(0, last, 100)
+    for i, (algo, runs) in enumerate(curves.items()):
+        runs = [c for c in runs if len(c)]
+        if not runs:
+            continue
+        for ax, column in ((axes[0], 1), (axes[1], 2)):
+            values = np.array([_curve_on_grid(c, grid, column) for c in runs])
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # columns before any episode
+                mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+            ax.plot(grid, mean, color=f"C{i}", label=f"{algo} ({len(runs)} seeds)")
+            ax.fill_between(grid, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+    axes[1].axhline(budget, color="red", linestyle="--", label=f"budget {budget:g}")
+    axes[0].set_ylabel("episode reward")
+    axes[1].set_ylabel("episode cost")
+    axes[1].set_xlabel("env steps")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if title:
+        axes[0].set_title(title)
     return _save(fig, path)
