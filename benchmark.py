@@ -85,11 +85,10 @@ def build_config(raw: dict[str, Any]) -> BenchConfig:
         if isinstance(raw.get(key), str):
             raw[key] = [v.strip() for v in raw[key].split(",") if v.strip()]
     cfg = BenchConfig(**raw)
-    bad_envs = [e for e in cfg.envs if e not in prune_env.ZOO_IDS]
+    valid_envs = [*prune_env.ZOO_IDS, *prune_env.SURROGATE_IDS]
+    bad_envs = [e for e in cfg.envs if e not in valid_envs]
     if bad_envs or not cfg.envs:
-        raise SystemExit(
-            f"error: unknown envs {bad_envs}; expected some of {list(prune_env.ZOO_IDS)}"
-        )
+        raise SystemExit(f"error: unknown envs {bad_envs}; expected some of {valid_envs}")
     bad_algos = [a for a in cfg.algos if a not in registry.names()]
     if bad_algos or not cfg.algos:
         raise SystemExit(f"error: unknown algos {bad_algos}; expected some of {registry.names()}")

@@ -20,10 +20,20 @@ ZOO_IDS: dict[str, tuple[str, str]] = {
     "ResNet56Prune-v0": ("resnet56", "cifar10"),
     "LeNet5Prune-v0": ("lenet5", "fashion_mnist"),
 }
-ENV_IDS = (*ZOO_IDS, "ModelPrune-v0")
+# surrogate id -> the real env whose evaluation log it learns from
+SURROGATE_IDS: dict[str, str] = {
+    f"{_env_id.removesuffix('-v0')}Surrogate-v0": _env_id for _env_id in ZOO_IDS
+}
+ENV_IDS = (*ZOO_IDS, *SURROGATE_IDS, "ModelPrune-v0")
 
 for _env_id, (_arch, _dataset) in ZOO_IDS.items():
     register(id=_env_id, entry_point=_ENTRY_POINT, kwargs={"model": _arch, "dataset": _dataset})
+for _env_id, _real_id in SURROGATE_IDS.items():
+    register(
+        id=_env_id,
+        entry_point="prune_env.envs.surrogate:SurrogatePruneEnv",
+        kwargs={"real_id": _real_id},
+    )
 register(id="ModelPrune-v0", entry_point=_ENTRY_POINT)
 
 from prune_env.envs.pruning import PruneEnv  # noqa: E402
@@ -36,4 +46,4 @@ def make(env_id: str, **kwargs) -> gym.Env:
     return gym.make(env_id, **kwargs)
 
 
-__all__ = ["ENV_IDS", "ZOO_IDS", "PruneEnv", "__version__", "make"]
+__all__ = ["ENV_IDS", "SURROGATE_IDS", "ZOO_IDS", "PruneEnv", "__version__", "make"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -222,6 +224,9 @@ class PruneEnv(gym.Env):
       fine-tune images (a property of the task, not of the episode).
     - ``device``: "auto" (CUDA when available), "cpu", "cuda", ...
     - ``progress``: show a progress bar while a base model trains.
+    - ``eval_log``: a file to which every fresh evaluation is appended as one JSON line
+      (the task, kept channels, keep ratios, accuracy, resource fractions, costs): the data a
+      surrogate env learns from (``prune_env.surrogate``).
 
     ## Version History
 
@@ -267,6 +272,7 @@ class PruneEnv(gym.Env):
         split_seed: int = 0,
         device: str | torch.device = "auto",
         progress: bool = False,
+        eval_log: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         self._validate_args(
@@ -355,6 +361,8 @@ class PruneEnv(gym.Env):
         self.base_accuracy = accuracy(base, self.reward_x, self.reward_y, eval_batch_size)
         self._static = self._static_features()
         self.setup_seconds = time.perf_counter() - setup_start
+        self.eval_log = None if eval_log is None else Path(eval_log)
+        self._width_mult = width_mult
 
         n = self.n_layers
         if mode == "layerwise":
@@ -697,6 +705,8 @@ class PruneEnv(gym.Env):
         self.cache_misses += 1
         info = self._evaluate_counts(counts, start)
         info["actions"] = ratios.tolist()
+        if self.eval_log is not None:
+            self._log_evaluation(info)
         # An early-stopped reward depends on the best seen so far: never served from the cache.
         if self.cache_size and not info["early_stopped"]:
             self._cache[key] = {k: v for k, v in info.items() if k not in ("timing", "actions")}
@@ -767,6 +777,46 @@ class PruneEnv(gym.Env):
             "cache_hit": False,
             "timing": timing,
         }
+
+    def task(self) -> dict[str, Any]:
+        """What defines the evaluations of this env: a surrogate may only learn from a log of
+        the same task (same network, data, reward and decision units)."""
+        return {
+            "arch": self.base_info.get("arch"),
+            "dataset": self.base_info.get("dataset"),
+            "width_mult": self._width_mult,
+            "base": Path(str(self.base_info.get("source"))).name,
+            "granularity": self.granularity,
+            "importance": self.importance,
+            "min_keep": self.min_keep,
+            "channel_round": self.channel_round,
+            "reward_size": len(self.reward_y),
+            "bn_recalibrate": self.bn_recalibrate,
+            "bn_calib_size": len(self.calib_x),
+            "finetune_steps": self.finetune_steps,
+            "split_seed": self.split_seed,
+            "sizes": self._sizes.tolist(),
+        }
+
+    def _log_evaluation(self, info: dict[str, Any]) -> None:
+        """Append one evaluation to ``eval_log`` (JSON lines: one whole line per write)."""
+        counts = np.asarray(info["kept"])
+        params, flops = self.engine.resources(counts)
+        record = {
+            "task": self.task(),
+            "kept": info["kept"],
+            "keep_ratios": info["keep_ratios"],
+            "accuracy": info["accuracy"],
+            "reward_images": info["reward_images"],
+            "early_stopped": info["early_stopped"],
+            "params_fraction": params / self.engine.total_params,
+            "flops_fraction": flops / max(self.engine.total_macs, 1),
+            "costs": info["costs"],
+            "seconds": info["timing"]["total"],
+        }
+        self.eval_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.eval_log, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def _cost(self, spec: CostSpec, net: nn.Module | None, params: int, flops: int) -> float:
         if spec.fn is not None:

@@ -1,0 +1,78 @@
+"""Regenerate the evaluation logs that the surrogate envs learn from.
+
+Each log is a set of real evaluations of one pruning env: random keep-ratio vectors, half of
+them drawn uniformly in [min_keep, 1] and half scaled down onto a parameter budget drawn
+log-uniformly in [0.02, 0.6] (where constrained searches spend their time). The env writes
+every evaluation itself (``eval_log=``); the finished log is gzipped into
+``prune_env/surrogate_data/<env id>.jsonl.gz``, which the ``*PruneSurrogate-v0`` ids read.
+
+    python benchmarks/surrogate_logs.py --env VGG16Prune-v0 --n 2000    # CPU: about 8 minutes
+
+The env is the one ``train.py --preset quick`` prunes (width 0.25, a 3-epoch base model, a
+1,000-image reward split), so the surrogate answers for the same task as the CPU demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import prune_env
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "prune_env" / "surrogate_data"
+QUICK_TASK = {"width_mult": 0.25, "base_train_epochs": 3, "reward_size": 1000}
+
+
+def scaled_to(env, ratios: np.ndarray, target: float) -> np.ndarray:
+    """``ratios`` moved toward min_keep until the parameter fraction is at most ``target``."""
+    low = env.min_keep
+    family = lambda t: env.snap(low + t * (ratios - low))  # noqa: E731
+    if env.analytic_costs(family(1.0))["params"] <= target:
+        return family(1.0)
+    lo, hi = 0.0, 1.0
+    for _ in range(25):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if env.analytic_costs(family(mid))["params"] <= target else (lo, mid)
+    return family(lo)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default="VGG16Prune-v0", help="env id whose evaluations to log")
+    parser.add_argument("--n", type=int, default=2000, help="evaluations to log")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random candidates")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--out", type=Path, default=None, help="log file (default: shipped one)")
+    args = parser.parse_args()
+    out = args.out or DATA_DIR / f"{args.env}.jsonl.gz"
+    raw = out.with_name(out.name.removesuffix(".gz") + ".partial")
+    raw.unlink(missing_ok=True)
+    env = prune_env.make(
+        args.env, **QUICK_TASK, budget=1.0, cache_size=0, device=args.device, eval_log=raw,
+        progress=True,
+    ).unwrapped  # fmt: skip
+    rng = np.random.default_rng(args.seed)
+    start = time.perf_counter()
+    for i in tqdm(range(args.n), desc=f"logging {args.env}", unit="eval"):
+        ratios = rng.uniform(env.min_keep, 1.0, size=env.n_layers)
+        if i % 2:
+            ratios = scaled_to(env, ratios, float(np.exp(rng.uniform(np.log(0.02), np.log(0.6)))))
+        env.evaluate(env.snap(ratios))
+    with open(raw, "rb") as src, gzip.open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    raw.unlink()
+    print(f"{args.n} evaluations in {time.perf_counter() - start:.0f} s -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

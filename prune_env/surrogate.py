@@ -1,0 +1,106 @@
+"""A learned stand-in for the reward: accuracy predicted from the keep ratios.
+
+A real env logs its evaluations (``PruneEnv(eval_log=...)``); ``AccuracySurrogate`` is fitted
+on such a log and predicts the accuracy of a candidate from its keep ratios and its parameter
+and FLOP fractions. ``fidelity`` measures it on evaluations it was not fitted on: Kendall tau
+(does it rank candidates as the real reward does? what a search needs) and the mean absolute
+error. The regressor is scikit-learn's extremely randomised trees: no scaling to tune, robust
+on a few thousand points, and it never predicts outside the accuracies it has seen.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import ExtraTreesRegressor
+
+from prune_env.metrics import kendall_tau
+
+SHIPPED_LOGS = Path(__file__).resolve().parent / "surrogate_data"
+
+
+class SurrogateError(ValueError):
+    """The log cannot make a faithful surrogate (too small, mixed tasks, or low fidelity)."""
+
+
+def load_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The evaluations of a log (JSON lines, gzipped or not); all must share one task."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation log {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    if not records:
+        raise SurrogateError(f"evaluation log {path} is empty")
+    tasks = {json.dumps(r["task"], sort_keys=True) for r in records}
+    if len(tasks) > 1:
+        raise SurrogateError(f"evaluation log {path} mixes {len(tasks)} different tasks")
+    return [r for r in records if not r.get("early_stopped")]
+
+
+def features(ratios: np.ndarray, params_fraction: np.ndarray, flops_fraction: np.ndarray):
+    """Keep ratio per layer, then the parameter and FLOP fractions kept (one row each)."""
+    ratios = np.atleast_2d(np.asarray(ratios, dtype=np.float64))
+    return np.column_stack([ratios, params_fraction, flops_fraction])
+
+
+def log_arrays(records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    x = features(
+        np.array([r["keep_ratios"] for r in records]),
+        np.array([r["params_fraction"] for r in records]),
+        np.array([r["flops_fraction"] for r in records]),
+    )
+    return x, np.array([r["accuracy"] for r in records], dtype=np.float64)
+
+
+class AccuracySurrogate:
+    """Predicts a candidate's reward-split accuracy (see the module docstring).
+
+    :param n_estimators: trees of the ensemble.
+    :param seed: seed of the trees.
+    """
+
+    def __init__(self, n_estimators: int = 200, seed: int = 0) -> None:
+        self.model = ExtraTreesRegressor(
+            n_estimators=n_estimators, min_samples_leaf=2, random_state=seed, n_jobs=1
+        )
+        self.n_features: int | None = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> AccuracySurrogate:
+        if len(y) < 10:
+            raise SurrogateError(f"a surrogate needs at least 10 evaluations, got {len(y)}")
+        self.model.fit(x, y)
+        self.n_features = x.shape[1]
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.n_features is None:
+            raise RuntimeError("fit the surrogate first")
+        return np.clip(self.model.predict(np.atleast_2d(x)), 0.0, 1.0)
+
+
+def fidelity(
+    records: Sequence[dict[str, Any]], holdout: float = 0.2, seed: int = 0, **kwargs: Any
+) -> dict[str, float]:
+    """Kendall tau and mean absolute error on a held-out share of the log's evaluations."""
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+    x, y = log_arrays(records)
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = max(2, round(holdout * len(y)))
+    test, train = order[:n_test], order[n_test:]
+    surrogate = AccuracySurrogate(seed=seed, **kwargs).fit(x[train], y[train])
+    predicted = surrogate.predict(x[test])
+    return {
+        "kendall_tau": kendall_tau(predicted.tolist(), y[test].tolist()),
+        "mae": float(np.mean(np.abs(predicted - y[test]))),
+        "n_train": len(train),
+        "n_test": len(test),
+    }
