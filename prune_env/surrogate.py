@@ -60,6 +60,49 @@ def log_arrays(records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarra
     return x, np.array([r["accuracy"] for r in records], dtype=np.float64)
 
 
+class FlatForest:
+    """A fitted tree ensemble as padded arrays, walked by all trees at once.
+
+    Same predictions as scikit-learn's ``predict`` (the mean of the trees' leaf values), but
+    one sample costs about one numpy operation per tree level instead of a Python call per
+    tree: the surrogate env predicts once per episode, so this is its hot path.
+    """
+
+    def __init__(self, estimators: Sequence[Any]) -> None:
+        trees = [e.tree_ for e in estimators]
+        width = max(t.node_count for t in trees)
+        shape = (len(trees), width)
+        self.left = np.zeros(shape, dtype=np.int64)
+        self.right = np.zeros(shape, dtype=np.int64)
+        self.feature = np.zeros(shape, dtype=np.int64)
+        self.threshold = np.zeros(shape, dtype=np.float64)
+        self.value = np.zeros(shape, dtype=np.float64)
+        for i, t in enumerate(trees):
+            n = t.node_count
+            leaf = t.children_left[:n] < 0
+            # A leaf points to itself, so walking past it changes nothing.
+            self.left[i, :n] = np.where(leaf, np.arange(n), t.children_left[:n])
+            self.right[i, :n] = np.where(leaf, np.arange(n), t.children_right[:n])
+            self.feature[i, :n] = np.where(leaf, 0, t.feature[:n])
+            self.threshold[i, :n] = t.threshold[:n]
+            self.value[i, :n] = t.value[:n, 0, 0]
+        self.depth = max(t.max_depth for t in trees)
+        # Flat indices (tree * width + node): 1-D takes are the cheapest numpy indexing.
+        offsets = (np.arange(len(trees)) * width)[:, None]
+        self.left, self.right = (self.left + offsets).ravel(), (self.right + offsets).ravel()
+        self.feature, self.threshold = self.feature.ravel(), self.threshold.ravel()
+        self.value, self._roots = self.value.ravel(), offsets.ravel()
+
+    def predict_one(self, x: np.ndarray) -> float:
+        # scikit-learn compares float32 features with float64 thresholds: so do we.
+        x = np.asarray(x, dtype=np.float32).astype(np.float64)
+        node = self._roots
+        for _ in range(self.depth):
+            go_left = x.take(self.feature.take(node)) <= self.threshold.take(node)
+            node = np.where(go_left, self.left.take(node), self.right.take(node))
+        return float(self.value.take(node).mean())
+
+
 class AccuracySurrogate:
     """Predicts a candidate's reward-split accuracy (see the module docstring).
 
@@ -78,12 +121,16 @@ class AccuracySurrogate:
             raise SurrogateError(f"a surrogate needs at least 10 evaluations, got {len(y)}")
         self.model.fit(x, y)
         self.n_features = x.shape[1]
+        self.flat = FlatForest(self.model.estimators_)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.n_features is None:
             raise RuntimeError("fit the surrogate first")
-        return np.clip(self.model.predict(np.atleast_2d(x)), 0.0, 1.0)
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if len(x) == 1:
+            return np.clip([self.flat.predict_one(x[0])], 0.0, 1.0)
+        return np.clip(self.model.predict(x), 0.0, 1.0)
 
 
 def fidelity(

@@ -112,3 +112,21 @@ def test_benchmark_harness_on_a_surrogate_env(tiny_log, tmp_path):
     assert (
         "| VGG11PruneSurrogate-v0 | random_search | 2/2 | 0.3 |" in (out / "table.md").read_text()
     )
+
+
+def test_flat_forest_predicts_exactly_what_scikit_learn_predicts():
+    from prune_env.surrogate import AccuracySurrogate
+
+    rng = np.random.default_rng(0)
+    x = rng.random((400, 6))
+    y = x[:, 0] * 0.5 + x[:, 1] ** 2 * 0.3 + rng.normal(0, 0.02, 400)
+    surrogate = AccuracySurrogate(n_estimators=30).fit(x, y)
+    probes = rng.random((100, 6))
+    # Samples sitting exactly on split thresholds, where float32/float64 handling matters.
+    tree = surrogate.model.estimators_[0].tree_
+    for i, (f, t) in enumerate(zip(tree.feature[:20], tree.threshold[:20], strict=True)):
+        if f >= 0:
+            probes[i, f] = t
+    one_by_one = np.array([surrogate.predict(p)[0] for p in probes])
+    expected = np.clip(surrogate.model.predict(probes), 0, 1)
+    assert np.allclose(one_by_one, expected, rtol=0, atol=1e-12)
