@@ -444,10 +444,14 @@ def main(argv: list[str] | None = None) -> int:
         candidates.append(("the deterministic policy's episode", rollout(agent, rollout_env)))
     except RuntimeError as exc:  # a search baseline that found nothing feasible has no policy
         print(f"no deterministic policy episode: {exc}")
-    best = max(feasible, key=lambda e: e["reward"]) if feasible else None
-    if best is not None:
+    if feasible:
+        best = max(feasible, key=lambda e: e["reward"])
         candidates.append(("the best feasible episode of the search",
                            penv.evaluate(best["keep_ratios"])))  # fmt: skip
+    elif episodes:  # nothing feasible: the search's closest miss competes too
+        least = min(episodes, key=lambda e: e["cost"])
+        candidates.append(("the least costly episode of the search",
+                           penv.evaluate(least["keep_ratios"])))  # fmt: skip
     ranked = sorted(candidates, key=lambda c: (c[1]["constraint_satisfied"], c[1]["accuracy"]),
                     reverse=True)  # fmt: skip
     if not ranked[0][1]["constraint_satisfied"]:  # nothing feasible: the least costly one

@@ -174,3 +174,16 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     assert load_pruned(run_dir) is not None
     again = _run("train.py", "--resume", run_dir, "--no-progress", home=home)
     assert "is complete" in again.stdout
+
+
+def test_train_with_two_env_copies_records_both(tmp_path):
+    algo_kwargs = json.dumps({"n_steps": 32, "batch_size": 16})
+    run_dir = _train(tmp_path, tmp_path / "home", "--total-timesteps", "128", "--n-envs", "2",
+                     "--vec-env", "dummy", "--algo-kwargs", algo_kwargs)  # fmt: skip
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["search"]["env_steps"] == 128 and report["search"]["episodes"] == 16
+    sources = [c["source"] for c in report["selection"]["candidates"]]
+    assert sources[0] == "the deterministic policy's episode" and len(sources) == 2
+    assert report["pruned"]["constraint_satisfied"] == any(
+        c["feasible"] for c in report["selection"]["candidates"]
+    )
