@@ -22,6 +22,7 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ class BenchConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # arguments of every env
     algo_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per algorithm
     per_env: dict[str, dict[str, Any]] = field(default_factory=dict)  # env id -> overrides
+    n_envs: int = 1  # env copies per RL agent
+    vec_env: str = "dummy"  # dummy, subproc or ray (with n_envs > 1)
+    vec_env_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. Ray's num_gpus
     out: str = "benchmarks/results/bench"  # output folder
 
 
@@ -61,6 +65,9 @@ HELP = {
     "env_kwargs": "JSON of arguments for every env",
     "algo_kwargs": 'JSON {algo: {argument: value}}, e.g. \'{"ppo_lag": {"n_steps": 128}}\'',
     "per_env": "JSON {env id: {argument: value}} (budget, total_timesteps or env arguments)",
+    "n_envs": "env copies each RL agent steps at once",
+    "vec_env": "dummy, subproc or ray: where the copies run (n_envs > 1)",
+    "vec_env_kwargs": 'JSON for the VecEnv, e.g. \'{"num_cpus": 1, "num_gpus": 0.25}\' (ray)',
     "out": "output folder",
 }
 PER_ENV_KEYS = {"budget", "total_timesteps"}  # anything else in per_env is an env argument
@@ -98,8 +105,12 @@ def build_config(raw: dict[str, Any]) -> BenchConfig:
     stray = sorted(set(cfg.algo_kwargs) - set(cfg.algos))
     if stray:
         raise SystemExit(f"error: algo_kwargs names algos that are not benchmarked: {stray}")
-    if cfg.seeds < 1 or cfg.total_timesteps < 1 or cfg.eval_episodes < 1:
-        raise SystemExit("error: seeds, total_timesteps and eval_episodes must be >= 1")
+    if min(cfg.seeds, cfg.total_timesteps, cfg.eval_episodes, cfg.n_envs) < 1:
+        raise SystemExit("error: seeds, total_timesteps, eval_episodes and n_envs must be >= 1")
+    if cfg.vec_env not in registry.VEC_ENVS:
+        raise SystemExit(
+            f"error: unknown vec_env {cfg.vec_env!r}; expected one of {registry.VEC_ENVS}"
+        )
     if not 0 < cfg.budget <= 1:
         raise SystemExit(f"error: budget must be in (0, 1], got {cfg.budget}")
     return cfg
@@ -152,12 +163,18 @@ def run_cell(cfg: BenchConfig, env_id: str, algo: str, seed: int) -> dict[str, A
             kwargs.update(ON_POLICY_DEFAULTS)
     kwargs.update(cfg.algo_kwargs.get(algo, {}))
     env = prune_env.make(env_id, **env_kwargs)
+    source: Any = env
+    if agent_class is not None and cfg.n_envs > 1:
+        source = partial(prune_env.make, env_id, **env_kwargs)
+        kwargs.update(n_envs=cfg.n_envs, vec_env=cfg.vec_env, vec_env_kwargs=cfg.vec_env_kwargs)
     start = time.perf_counter()
-    result = registry.run(algo, env, total_timesteps=steps, seed=seed, **kwargs)
+    result = registry.run(algo, source, total_timesteps=steps, seed=seed, **kwargs)
     train_s = time.perf_counter() - start
     episodes = result.episodes
     first = result.first_feasible
     best = result.best_feasible
+    if source is not env:
+        result.agent.get_env().close()  # the copies' work is done; evaluate on the local env
     wrapped = registry.wrapped_env(algo, env, **kwargs)
     wrapped.reset(seed=seed)
     final = rollout(result.agent, wrapped, deterministic=True)

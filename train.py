@@ -105,7 +105,12 @@ class Config:
         default=None, metadata={"help": "training images in the reward split (default: preset)"}
     )
     n_envs: int = field(default=1, metadata={"help": "env copies the RL agent steps at once"})
-    vec_env: str = field(default="subproc", metadata={"help": "dummy or subproc (n_envs > 1)"})
+    vec_env: str = field(
+        default="subproc", metadata={"help": "dummy, subproc or ray (for n_envs > 1)"}
+    )
+    vec_env_kwargs: str = field(
+        default="{}", metadata={"help": "JSON for the VecEnv, e.g. '{\"num_gpus\": 0.25}' (ray)"}
+    )
     finetune_epochs: int | None = field(
         default=None, metadata={"help": "fine-tuning epochs on the training set (default: preset)"}
     )
@@ -170,7 +175,7 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {value}")
-    for name in ("algo_kwargs", "env_kwargs"):
+    for name in ("algo_kwargs", "env_kwargs", "vec_env_kwargs"):
         try:
             value = json.loads(getattr(cfg, name))
         except json.JSONDecodeError as exc:
@@ -348,8 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     # in the cache by now, so none of them trains it again.
     env_fn = env if n_envs == 1 else partial(prune_env.make, cfg.env, **env_kwargs)
     agent, log = registry.make_agent(
-        cfg.algo, env_fn, seed=cfg.seed, n_envs=n_envs, vec_env=cfg.vec_env, **algo_kwargs
-    )
+        cfg.algo, env_fn, seed=cfg.seed, n_envs=n_envs, vec_env=cfg.vec_env,
+        vec_env_kwargs=json.loads(cfg.vec_env_kwargs), **algo_kwargs,
+    )  # fmt: skip
 
     def all_episodes() -> list[dict]:
         return prior + shifted(log.records, len(prior), prior_steps, prior_wall)

@@ -56,7 +56,7 @@ from prune_env.wrappers import CostPenalty
 # (env, seed, hyperparameters) -> agent with learn() / predict() / save()
 Builder = Callable[..., Any]
 DEFAULT_PENALTY_BETA = 1.0
-VEC_ENVS = ("dummy", "subproc")
+VEC_ENVS = ("dummy", "subproc", "ray")
 
 
 @dataclass(frozen=True)
@@ -245,13 +245,16 @@ def make_agent(
     seed: int = 0,
     n_envs: int = 1,
     vec_env: str = "dummy",
+    vec_env_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> tuple[Any, EpisodeRecorder | VecEpisodeLog]:
     """Wrap the env in an ``EpisodeRecorder`` and build the agent; returns both.
 
     ``env`` is an env, or a function making one. With ``n_envs > 1`` it must be the function:
     each of the ``n_envs`` copies is recorded and wrapped in its own process (``vec_env=
-    "subproc"``) or in this one (``"dummy"``), and the episode log merges them.
+    "subproc"``), in a Ray actor (``"ray"``, see ``agents.ray_vec_env``) or in this process
+    (``"dummy"``), and the episode log merges them. ``vec_env_kwargs`` go to the VecEnv
+    (``RayVecEnv``: ``num_cpus``, ``num_gpus``, ``address``).
     """
     builder = _builder_of(algo)
     if int(n_envs) < 1:
@@ -267,7 +270,14 @@ def make_agent(
         raise ValueError(f"{algo!r} runs on one env only (it has no VecEnv support); use n_envs=1")
     wrap_kwargs = {k: kwargs.pop(k) for k in getattr(builder, "wrap_keys", ()) if k in kwargs}
     fns = [partial(_recorded, env, builder.wrap, wrap_kwargs) for _ in range(int(n_envs))]
-    venv = SubprocVecEnv(fns) if vec_env == "subproc" else DummyVecEnv(fns)
+    if vec_env == "ray":
+        from agents.ray_vec_env import RayVecEnv  # Ray is an optional extra
+
+        venv = RayVecEnv(fns, **(vec_env_kwargs or {}))
+    elif vec_env == "subproc":
+        venv = SubprocVecEnv(fns, **(vec_env_kwargs or {}))
+    else:
+        venv = DummyVecEnv(fns)
     return builder(venv, seed=seed, **kwargs), VecEpisodeLog(venv)
 
 

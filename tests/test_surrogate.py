@@ -103,7 +103,7 @@ def test_benchmark_harness_on_a_surrogate_env(tiny_log, tmp_path):
         "--total-timesteps", "256", "--eval-episodes", "3", "--budget", "0.3",
         "--per-env", json.dumps({"VGG11PruneSurrogate-v0": {"log": str(path), "min_tau": -1}}),
         "--algo-kwargs", json.dumps({"ppo_lag": {"n_steps": 64, "batch_size": 32}}),
-        "--out", str(out),
+        "--n-envs", "2", "--vec-env", "dummy", "--out", str(out),
     ]  # fmt: skip
     assert benchmark.main(args) == 0
     rows = json.loads((out / "runs.json").read_text())
