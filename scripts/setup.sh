@@ -19,5 +19,5 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # torch first, pinned: an unpinned resolve would fetch a multi-GB CUDA build from the index.
 .venv/bin/pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,ray]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,ray,rllib]'
 echo "set up: $(.venv/bin/python -c 'import torch, gymnasium, stable_baselines3, torch_pruning as tp; print("torch", torch.__version__, "gymnasium", gymnasium.__version__, "sb3", stable_baselines3.__version__, "torch-pruning", tp.__version__)')"

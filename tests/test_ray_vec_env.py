@@ -1,5 +1,6 @@
 """RayVecEnv: two local Ray actors give exactly what the in-process VecEnv gives."""
 
+import json
 from functools import partial
 
 import gymnasium as gym
@@ -60,3 +61,19 @@ def test_ray_vec_env_forwards_attributes_and_methods(local_ray):
         venv.close()
     with pytest.raises(ValueError, match="at least one"):
         RayVecEnv([])
+
+
+def test_the_rllib_example_trains_and_rolls_its_policy_out(local_ray, capsys):
+    pytest.importorskip("ray.rllib")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "rllib_ppo.py"
+    spec = importlib.util.spec_from_file_location("rllib_ppo", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    env_kwargs = {**TINY, "width_mult": 0.125}
+    assert example.main(["--env", "VGG11Prune-v0", "--env-kwargs", json.dumps(env_kwargs),
+                         "--iterations", "1", "--batch", "64", "--budget", "0.3"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "iteration 1: penalised return" in out and "mean policy: accuracy" in out
