@@ -19,13 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from surrogate_logs import QUICK_TASK  # the task the shipped logs were made on
+
 import prune_env
 from agents import registry
 from prune_env.paths import atomic_write_json
 from prune_env.report import markdown_table
 from train import rollout
 
-QUICK_TASK = {"width_mult": 0.25, "base_train_epochs": 3, "reward_size": 1000}
 PPO = {"n_steps": 512, "batch_size": 128, "device": "cpu"}
 
 
