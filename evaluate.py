@@ -124,6 +124,9 @@ def compare(run_dir: Path, cfg: Config, env: Any, methods: list[str], progress: 
             **algo_arguments(cfg, method),
         )
         search_s = time.perf_counter() - start
+        # Every method's search, for learning curves beside the run's own episodes.jsonl.
+        lines = "".join(json.dumps(e.to_dict()) + "\n" for e in result.episodes)
+        atomic_write_bytes(lines.encode(), run_dir / "compare_episodes" / f"{method}.jsonl")
         best = result.best_feasible
         if best is None:
             print(f"{method}: no feasible candidate in {result.env_steps} env steps")

@@ -1,7 +1,9 @@
 """train.py and evaluate.py end to end, as subprocesses, on a tiny synthetic configuration."""
 
+import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,3 +189,53 @@ def test_train_with_two_env_copies_records_both(tmp_path):
     assert report["pruned"]["constraint_satisfied"] == any(
         c["feasible"] for c in report["selection"]["candidates"]
     )
+
+
+def _edit_json(path, edit):
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_results_table_gathers_a_sweep_and_refuses_mixed_base_models(finished_run, tmp_path):
+    run_dir, home = finished_run
+    sweep = tmp_path / "sweep"
+    cell = sweep / "VGG11Prune-v0_channel_b0.1_s0"
+    shutil.copytree(run_dir, cell / run_dir.name)
+    run = cell / run_dir.name
+    _run("evaluate.py", run, "--compare", "random_search,uniform", "--no-progress", home=home)
+    searched = [json.loads(x) for x in (run / "compare_episodes/random_search.jsonl").open()]
+    assert searched[-1]["env_steps"] == 96 and len(searched) == 96 // 8
+    (cell / "done").touch()
+    # The same cell again as seed 1: two seeds of identical numbers have std 0.
+    twin = sweep / "VGG11Prune-v0_channel_b0.1_s1"
+    shutil.copytree(cell, twin)
+    _edit_json(twin / run_dir.name / "config.json", lambda c: c["config"].update(seed=1))
+
+    out = tmp_path / "table"
+    script = "benchmarks/results_table.py"
+    _run(script, sweep, "--out", out, "--latency", "--rounds", "2", home=home)
+    rows = json.loads((out / "rows.json").read_text())
+    compare = {r["method"]: r for r in json.loads((run / "compare.json").read_text())}
+    assert [r["method"] for r in rows] == ["ppo_lag", "random_search", "uniform"] * 2
+    assert [r["seed"] for r in rows] == [0, 0, 0, 1, 1, 1]
+    for row in rows:
+        source = compare["ppo_lag (this run)" if row["method"] == "ppo_lag" else row["method"]]
+        assert row["test_accuracy"] == source["test_accuracy"]
+        assert row["params_kept"] == source["params_kept"]
+        assert row["latency_ms"] > 0 and row["base_latency_ms"] > 0
+    table = (out / "table.md").read_text()
+    assert "### channel granularity, params budget 0.1" in table
+    uniform = next(line for line in table.splitlines() if line.startswith("| uniform |"))
+    acc = 100 * compare["uniform"]["test_accuracy"]
+    assert "| 2 | " in uniform and f"{acc:.2f} ± 0.00" in uniform
+    packed = (out / "cells" / cell.name / "curves.json.gz").read_bytes()
+    curves = json.loads(gzip.decompress(packed))
+    assert set(curves) == {"ppo_lag", "random_search"}  # uniform searches nothing
+    assert curves["random_search"][-1][0] == 96
+    assert (out / "curves_channel_b0.1.png").is_file()
+    assert (out / "keep_ratios_channel_b0.1.png").is_file()
+
+    _edit_json(twin / run_dir.name / "report.json", lambda r: r["base"].update(test_accuracy=0.5))
+    proc = _run(script, sweep, "--out", out, home=home, check=False)
+    assert proc.returncode != 0 and "different base models" in proc.stderr

@@ -1,0 +1,279 @@
+"""Gather a reproduce sweep (benchmarks/reproduce_cpu.sh) into tables, plots and small files.
+
+    python benchmarks/results_table.py runs/reproduce_cpu \\
+        --out benchmarks/results/reproduce_vgg16_cpu --latency
+
+Reads every finished cell folder (``<env>_<granularity>_b<budget>_s<seed>/done``): the ppo_lag
+run's report.json, config.json and episodes.jsonl, and its compare.json and
+compare_episodes/*.jsonl (the other methods, same base model, budget, search steps and
+fine-tuning). Writes into ``--out``:
+
+- ``rows.csv`` / ``rows.json``: one row per cell and method (every seed);
+- ``table.md``: per granularity and budget, each method's mean ± std over seeds;
+- ``curves_<granularity>_b<budget>.png``: reward and cost over env steps per searching method;
+- ``keep_ratios_<granularity>_b<budget>.png``: ppo_lag against uniform (and the others), seed 0;
+- ``cells/<cell>/``: the small files the numbers come from (report, config, compare, and the
+  search curves as ``curves.json.gz``), never checkpoints.
+
+``--latency`` measures every pruned network's CPU latency again in this one process, rounds
+interleaved across networks, so that no row's latency is taken while another job loads the
+machine (the sweep's own measurements are kept in rows.json as ``latency_ms_sweep``).
+Cells built on different base models are refused: a table compares methods on one base model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py beside the package
+
+from prune_env.paths import atomic_write_bytes, atomic_write_json
+from prune_env.plots import plot_keep_ratios, plot_learning_curves
+from prune_env.report import csv_text, markdown_table
+
+METHOD_ORDER = ("ppo_lag", "ppo_pid_lag", "amc", "random_search", "magnitude_global", "uniform")
+BASE_KEYS = ("env", "width_mult", "base_epochs", "dataset", "checkpoint", "reward_size")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def curve(episodes: list[dict[str, Any]]) -> list[list[float]]:
+    """[env_steps, reward, cost] per episode, rounded to keep the committed files small."""
+    return [[e["env_steps"], round(e["reward"], 5), round(e["cost"], 5)] for e in episodes]
+
+
+def load_cell(folder: Path) -> dict[str, Any]:
+    runs = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "compare.json").exists())
+    if len(runs) != 1:
+        raise SystemExit(f"error: {folder} should hold one run folder with compare.json")
+    run = runs[0]
+    report = json.loads((run / "report.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    compare = json.loads((run / "compare.json").read_text())
+    curves = {report["algo"]: curve(read_jsonl(run / "episodes.jsonl"))}
+    for path in sorted((run / "compare_episodes").glob("*.jsonl")):
+        episodes = read_jsonl(path)
+        if len(episodes) > 1:  # one-shot methods (uniform, magnitude) have no search curve
+            curves[path.stem] = curve(episodes)
+    cfg = config["config"]
+    return {
+        "name": folder.name,
+        "run": run,
+        "report": report,
+        "config": config,
+        "compare": compare,
+        "curves": curves,
+        "granularity": cfg["granularity"],
+        "budget": cfg["budget"],
+        "seed": cfg["seed"],
+        "base_key": (*tuple(cfg.get(k) for k in BASE_KEYS), report["base"]["test_accuracy"]),
+    }
+
+
+def cell_rows(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    report, cfg = cell["report"], cell["config"]["config"]
+    rows = []
+    for row in cell["compare"]:
+        method = row["method"].replace(" (this run)", "")
+        if method.startswith("base"):
+            continue
+        rows.append(
+            {
+                "cell": cell["name"],
+                "granularity": cell["granularity"],
+                "budget": cell["budget"],
+                "seed": cell["seed"],
+                "method": method,
+                "base_test_accuracy": report["base"]["test_accuracy"],
+                "base_latency_ms_sweep": report["base"]["latency_ms"],
+                "reward_accuracy": row.get("reward_accuracy"),
+                "test_accuracy_before_finetune": row.get("test_accuracy_before_finetune"),
+                "test_accuracy": row.get("test_accuracy"),
+                "params_kept": row.get("params_kept"),
+                "flops_kept": row.get("flops_kept"),
+                "latency_ms_sweep": row.get("latency_ms"),
+                "feasible": row.get("feasible"),
+                "search_s": row.get("search_s"),
+                "env_steps": row.get("env_steps"),
+                "finetune_epochs": cfg["finetune_epochs"],
+                "keep_ratios": row.get("keep_ratios"),
+            }
+        )
+    return rows
+
+
+def remeasure_latency(cells: list[dict[str, Any]], rows: list[dict[str, Any]], rounds: int) -> None:
+    """Every row's pruned network (and the base) timed again, rounds interleaved."""
+    import torch
+
+    import prune_env
+    from prune_env.costs import measure_latency
+    from prune_env.data import normalise
+    from train import Config, env_arguments, test_split
+
+    nets: dict[tuple[str, str], Any] = {}
+    for cell in cells:
+        cfg = Config(**cell["config"]["config"])
+        env = prune_env.make(cfg.env, progress=False, **env_arguments(cfg))
+        penv = env.unwrapped
+        batch = normalise(test_split(env, cfg).images[:64].to(penv.device), penv.data_info)
+        nets[(cell["name"], "base")] = (penv.base_model.eval(), batch)
+        for row in rows:
+            if row["cell"] == cell["name"] and row["keep_ratios"] is not None:
+                nets[(cell["name"], row["method"])] = (
+                    penv.pruned_network(row["keep_ratios"]),
+                    batch,
+                )
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for key, (net, batch) in nets.items():
+                times[key].append(measure_latency(net, batch, repeats=5) * 1000)
+    for row in rows:
+        base = np.median(times[(row["cell"], "base")])
+        row["base_latency_ms"] = float(base)
+        key = (row["cell"], row["method"])
+        row["latency_ms"] = float(np.median(times[key])) if key in times else None
+
+
+def mean_std(values: list[Any], fmt: str, scale: float = 1.0) -> str:
+    xs = [v * scale for v in values if v is not None]
+    if not xs:
+        return "n/a"
+    text = f"{np.mean(xs):{fmt}} ± {np.std(xs):{fmt}}" if len(xs) > 1 else f"{xs[0]:{fmt}}"
+    return text + (f" ({len(values) - len(xs)} n/a)" if len(xs) < len(values) else "")
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    headers = [
+        "method",
+        "seeds",
+        "test acc before FT %",
+        "test acc after FT %",
+        "params kept",
+        "FLOPs kept",
+        "latency ms (b64, CPU)",
+        "feasible",
+        "search s",
+        "env steps",
+    ]
+    latency_key = "latency_ms" if any("latency_ms" in r for r in rows) else "latency_ms_sweep"
+    out = []
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["granularity"], row["budget"])].append(row)
+    for (granularity, budget), group in sorted(groups.items()):
+        base = group[0]
+        base_latency = base.get("base_latency_ms", base["base_latency_ms_sweep"])
+        out.append(
+            f"### {granularity} granularity, params budget {budget:g}\n\n"
+            f"Base model: test accuracy {100 * base['base_test_accuracy']:.2f}%, latency "
+            f"{base_latency:.2f} ms; fine-tuning {base['finetune_epochs']} epoch(s) for every "
+            "method.\n"
+        )
+        table = []
+        methods = sorted({r["method"] for r in group}, key=_method_rank)
+        for method in methods:
+            rs = [r for r in group if r["method"] == method]
+            table.append(
+                [
+                    method,
+                    len(rs),
+                    mean_std([r["test_accuracy_before_finetune"] for r in rs], ".2f", 100),
+                    mean_std([r["test_accuracy"] for r in rs], ".2f", 100),
+                    mean_std([r["params_kept"] for r in rs], ".4f"),
+                    mean_std([r["flops_kept"] for r in rs], ".4f"),
+                    mean_std([r.get(latency_key) for r in rs], ".2f"),
+                    f"{sum(bool(r['feasible']) for r in rs)}/{len(rs)}",
+                    mean_std([r["search_s"] for r in rs], ".0f"),
+                    mean_std([r["env_steps"] for r in rs], ".0f"),
+                ]
+            )
+        out.append(markdown_table(headers, table))
+    return "\n".join(out)
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def plots(cells: list[dict[str, Any]], out: Path) -> None:
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        groups[(cell["granularity"], cell["budget"])].append(cell)
+    for (granularity, budget), group in groups.items():
+        tag = f"{granularity}_b{budget:g}"
+        curves: dict[str, list] = defaultdict(list)
+        for cell in sorted(group, key=lambda c: c["seed"]):
+            for method, c in cell["curves"].items():
+                curves[method].append(c)
+        ordered = {m: curves[m] for m in sorted(curves, key=_method_rank)}
+        title = f"{group[0]['report']['env']}, {granularity}, params budget {budget:g}"
+        plot_learning_curves(ordered, budget, out / f"curves_{tag}.png", title)
+        first = min(group, key=lambda c: c["seed"])
+        series = {
+            r["method"].replace(" (this run)", ""): r["keep_ratios"]
+            for r in first["compare"]
+            if r.get("keep_ratios") is not None
+        }
+        series = {m: series[m] for m in sorted(series, key=_method_rank)}
+        layers = first["report"]["pruned"]["layers"]
+        plot_keep_ratios(
+            series, layers, out / f"keep_ratios_{tag}.png", f"{title}, seed {first['seed']}"
+        )
+
+
+def copy_small_files(cell: dict[str, Any], out: Path) -> None:
+    folder = out / "cells" / cell["name"]
+    for name in ("report.json", "config.json", "compare.json", "compare.md"):
+        atomic_write_bytes((cell["run"] / name).read_bytes(), folder / name)
+    atomic_write_bytes(
+        gzip.compress(json.dumps(cell["curves"]).encode(), mtime=0), folder / "curves.json.gz"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", type=Path, help="the OUT folder of benchmarks/reproduce_cpu.sh")
+    parser.add_argument("--out", type=Path, required=True, help="where tables and plots go")
+    parser.add_argument("--latency", action="store_true", help="time every network again here")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved latency rounds")
+    args = parser.parse_args(argv)
+    folders = sorted(p for p in args.sweep.iterdir() if (p / "done").exists())
+    if not folders:
+        raise SystemExit(f"error: no finished cell (a folder with 'done') in {args.sweep}")
+    cells = [load_cell(p) for p in folders]
+    bases = {c["base_key"] for c in cells}
+    if len(bases) > 1:
+        raise SystemExit(f"error: cells use {len(bases)} different base models: {sorted(bases)}")
+    rows = [r for c in cells for r in cell_rows(c)]
+    if args.latency:
+        remeasure_latency(cells, rows, args.rounds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for cell in cells:
+        copy_small_files(cell, args.out)
+    atomic_write_json(rows, args.out / "rows.json")
+    columns = [k for k in rows[0] if k != "keep_ratios"]
+    table = [[r.get(k) for k in columns] for r in rows]
+    atomic_write_bytes(csv_text(columns, table).encode(), args.out / "rows.csv")
+    text = summary(rows)
+    atomic_write_bytes(text.encode(), args.out / "table.md")
+    plots(cells, args.out)
+    print(text)
+    print(f"{len(cells)} cells, {len(rows)} rows -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
