@@ -200,7 +200,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
                     mean_std([r["env_steps"] for r in rs], ".0f"),
                 ]
             )
-        out.append(markdown_table(headers, table))
+        out.append(markdown_table(headers, table) + "\n")
     return "\n".join(out)
 
 
