@@ -30,10 +30,10 @@ import numpy as np
 
 import prune_env
 from agents import registry
+from agents.recording import rollout
 from prune_env.paths import atomic_write_bytes, atomic_write_json
 from prune_env.plots import plot_learning_curves
 from prune_env.report import csv_text, markdown_table
-from train import rollout
 
 ON_POLICY_DEFAULTS = {"n_steps": 256, "batch_size": 64}
 

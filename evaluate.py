@@ -22,13 +22,14 @@ import numpy as np
 
 import prune_env
 from agents import registry
+from agents.recording import rollout
 from prune_env.data import normalise
 from prune_env.paths import atomic_write_bytes, atomic_write_json
 from prune_env.plots import plot_comparison, plot_keep_ratios
 from prune_env.pruned import finetune_pruned, load_pruned, measure
 from prune_env.report import comparison_rows, csv_text, markdown_table, pct
 from prune_env.zoo import split_accuracy
-from train import Config, algo_arguments, env_arguments, rollout, test_split
+from train import Config, algo_arguments, env_arguments, test_split
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -35,7 +35,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 import prune_env
 from agents import PPOLagrangian, registry
 from agents.callbacks import SearchMonitor
-from agents.recording import EpisodeRecord
+from agents.recording import EpisodeRecord, rollout
 from prune_env.costs import BUILTIN_COSTS
 from prune_env.data import ALL_DATASETS, Split, normalise
 from prune_env.envs.pruning import GRANULARITIES
@@ -543,17 +543,6 @@ def main(argv: list[str] | None = None) -> int:
         stages["test"])  # fmt: skip
     print(f"report: {run_dir / 'report.md'}")
     return 0
-
-
-def rollout(agent: Any, env: Any, deterministic: bool = True) -> dict[str, Any]:
-    """One episode of ``agent`` on ``env``; returns the last step's info."""
-    obs, _ = env.reset()
-    done = False
-    while not done:
-        action, _ = agent.predict(obs, deterministic=deterministic)
-        obs, _, terminated, truncated, info = env.step(action)
-        done = terminated or truncated
-    return info
 
 
 def write_tensorboard(folder: Path, episodes: list[dict]) -> None:

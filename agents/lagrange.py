@@ -1,11 +1,21 @@
 """Lagrange multipliers for constrained RL, one per constraint, each a small stateful module.
 
-- ``GradientLagrange``: gradient ascent on lambda (Ray et al. 2019, "Benchmarking Safe
-  Exploration"; OmniSafe's ``Lagrange``): minimise ``-lambda * (J_c - d)`` with an optimizer,
-  then project onto ``[0, upper_bound]``.
+- ``GradientLagrange``: projected gradient ascent on lambda (the Lagrangian relaxation of a
+  CMDP, Altman 1999; Ray, Achiam, Amodei 2019; OmniSafe's ``Lagrange``), by default plain
+  gradient steps without momentum.
 - ``PIDLagrange``: the PID controller of Stooke, Achiam, Abbeel 2020 ("Responsive Safety in
-  Reinforcement Learning by PID Lagrangian Methods"): proportional, integral and derivative
-  terms on the constraint violation, which damps the oscillation of plain gradient ascent.
+  Reinforcement Learning by PID Lagrangian Methods", Algorithm 2): proportional, integral and
+  derivative terms on the constraint violation.
+
+Both work on the violation *relative to the limit*, ``e = (J_c - d) / d``, and keep lambda in
+units of the limit: the value they expose is ``lambda = lambda_rel / d``, the price in reward of
+one unit of cost, while the controller moves ``lambda_rel = lambda * d``, the price of one
+budget's worth of cost. Scaling a cost and its limit by any factor therefore leaves the
+controller's trajectory unchanged (the exposed lambda scales inversely, as the price of the
+cost does), which is what lets one set of defaults hold for costs that are fractions (pruning,
+limits ~0.1) and for costs that are counts (Safety-Gym, limits ~25). Stooke et al. and OmniSafe
+use the absolute violation ``J_c - d``, whose gains must be re-tuned per cost scale. A limit of
+0 has no relative scale: its violation and lambda are taken in the cost's own units.
 
 Both are ``nn.Module`` so that their state (and the optimizer's) is saved with the agent.
 """
@@ -14,12 +24,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 LAGRANGIANS = ("gradient", "pid")
+# The defaults, in one place (PPOLagrangian's arguments read them); see the classes for why.
+GRADIENT_DEFAULTS: dict[str, Any] = {"lr": 0.05, "optimizer": "SGD"}
+PID_DEFAULTS: dict[str, Any] = {"kp": 0.05, "ki": 0.05, "kd": 0.0, "d_delay": 10, "ema_alpha": 0.9}
 
 
 def _as_vector(values: float | Sequence[float], name: str) -> torch.Tensor:
@@ -32,11 +46,13 @@ def _as_vector(values: float | Sequence[float], name: str) -> torch.Tensor:
 
 
 class LagrangeMultiplier(nn.Module):
-    """Common state: the cost limits and the multipliers' upper bound."""
+    """Common state: the cost limits, their scales and the multipliers' upper bound."""
 
     def __init__(self, cost_limit: float | Sequence[float], upper_bound: float | None = None):
         super().__init__()
         limits = _as_vector(cost_limit, "cost_limit")
+        if (limits < 0).any():
+            raise ValueError(f"cost_limit must be >= 0, got {cost_limit!r}")
         if upper_bound is not None and not (math.isfinite(upper_bound) and upper_bound > 0):
             raise ValueError(f"upper_bound must be a positive number or None, got {upper_bound}")
         self.register_buffer("cost_limit", limits)
@@ -47,32 +63,61 @@ class LagrangeMultiplier(nn.Module):
         return len(self.cost_limit)
 
     @property
+    def scale(self) -> torch.Tensor:
+        """The unit of each constraint's violation: its limit (1 where the limit is 0)."""
+        return torch.where(self.cost_limit > 0, self.cost_limit, torch.ones_like(self.cost_limit))
+
+    def set_cost_limit(self, cost_limit: float | Sequence[float]) -> None:
+        """Change the limits (same number of constraints); lambda_rel is kept."""
+        limits = _as_vector(cost_limit, "cost_limit").to(self.cost_limit.device)
+        if limits.shape != self.cost_limit.shape:
+            raise ValueError(f"expected {self.n_constraints} cost limits, got {limits.tolist()}")
+        if (limits < 0).any():
+            raise ValueError(f"cost_limit must be >= 0, got {cost_limit!r}")
+        self.cost_limit.copy_(limits)
+
+    @property
     def value(self) -> np.ndarray:
-        """The current multipliers, one per constraint (always >= 0)."""
+        """The current multipliers, one per constraint, in reward per unit of cost (>= 0)."""
+        return (self.relative_value / self.scale).detach().cpu().numpy().astype(np.float64)
+
+    @property
+    def relative_value(self) -> torch.Tensor:
+        """The multipliers in reward per budget's worth of cost (``lambda * d``)."""
         raise NotImplementedError
 
     def update(self, mean_cost: float | Sequence[float]) -> np.ndarray:
-        """One update from the mean episode cost of the last rollout; returns the new values."""
+        """One update from the mean episode cost of newly finished episodes; returns lambda."""
         raise NotImplementedError
 
-    def _check_cost(self, mean_cost: float | Sequence[float]) -> torch.Tensor:
+    def _relative_error(self, mean_cost: float | Sequence[float]) -> torch.Tensor:
         cost = _as_vector(mean_cost, "mean_cost").to(self.cost_limit.device)
         if cost.shape != self.cost_limit.shape:
             raise ValueError(f"expected {self.n_constraints} mean costs, got {cost.tolist()}")
-        return cost
+        return (cost - self.cost_limit) / self.scale
 
-    def _project(self, values: torch.Tensor) -> torch.Tensor:
-        return values.clamp(min=0.0, max=self.upper_bound)
+    def _project(self, relative: torch.Tensor) -> torch.Tensor:
+        """Clamp relative multipliers so that the exposed lambda lies in [0, upper_bound]."""
+        if self.upper_bound is None:
+            return relative.clamp(min=0.0)
+        return torch.minimum(relative.clamp(min=0.0), self.upper_bound * self.scale)
 
 
 class GradientLagrange(LagrangeMultiplier):
-    """lambda <- proj_[0, upper](lambda + lr * (J_c - d)) through an optimizer (Adam by default).
+    """Projected gradient ascent: ``lambda_rel <- proj(lambda_rel + lr * (J_c - d) / d)``.
+
+    The ascent direction is the Lagrangian's gradient in lambda; with the default optimizer
+    (SGD, no momentum) the step is proportional to the violation, so lambda stops moving the
+    update after the cost reaches the limit. Adam (OmniSafe's choice, lr 0.035) takes steps
+    of about ``lr`` whatever the violation, with momentum: lambda keeps rising for several
+    updates after the cost crossed the limit, and the cost cycles around it.
 
     Args:
         cost_limit: the limit ``d`` of each constraint.
-        init: initial lambda (>= 0).
-        lr: learning rate of lambda's optimizer.
-        optimizer: name of a ``torch.optim`` optimizer.
+        init: initial lambda (>= 0, in reward per unit of cost).
+        lr: step size on the relative violation (default 0.05: with an episode cost at twice
+            the limit, lambda_rel rises by 0.05 per update).
+        optimizer: name of a ``torch.optim`` optimizer (default "SGD").
         upper_bound: largest lambda, or None for no bound.
     """
 
@@ -80,28 +125,34 @@ class GradientLagrange(LagrangeMultiplier):
         self,
         cost_limit: float | Sequence[float],
         init: float = 0.0,
-        lr: float = 0.035,
-        optimizer: str = "Adam",
+        lr: float = GRADIENT_DEFAULTS["lr"],
+        optimizer: str = GRADIENT_DEFAULTS["optimizer"],
         upper_bound: float | None = None,
     ) -> None:
         super().__init__(cost_limit, upper_bound)
         if not (math.isfinite(init) and init >= 0):
             raise ValueError(f"lambda init must be >= 0, got {init}")
-        if not lr > 0:
+        if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lambda lr must be > 0, got {lr}")
-        if not hasattr(torch.optim, optimizer):
+        if not isinstance(getattr(torch.optim, str(optimizer), None), type):
             raise ValueError(f"unknown optimizer {optimizer!r} (expected a torch.optim class name)")
-        self.multiplier = nn.Parameter(torch.full((self.n_constraints,), float(init)))
+        self.multiplier = nn.Parameter(self._project(float(init) * self.scale))
         self.optimizer = getattr(torch.optim, optimizer)([self.multiplier], lr=lr)
 
     @property
-    def value(self) -> np.ndarray:
-        return self.multiplier.detach().cpu().numpy().astype(np.float64)
+    def relative_value(self) -> torch.Tensor:
+        return self.multiplier.detach()
+
+    def set_lr(self, lr: float) -> None:
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lambda lr must be > 0, got {lr}")
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def update(self, mean_cost: float | Sequence[float]) -> np.ndarray:
-        cost = self._check_cost(mean_cost)
+        error = self._relative_error(mean_cost)
         self.optimizer.zero_grad()
-        loss = -(self.multiplier * (cost - self.cost_limit)).sum()
+        loss = -(self.multiplier * error).sum()  # ascent on lambda = descent on -L
         loss.backward()
         self.optimizer.step()
         with torch.no_grad():
@@ -110,28 +161,41 @@ class GradientLagrange(LagrangeMultiplier):
 
 
 class PIDLagrange(LagrangeMultiplier):
-    """PID Lagrangian (Stooke et al. 2020, Algorithm 2).
+    """PID Lagrangian (Stooke et al. 2020, Algorithm 2) on the relative violation.
 
-    ``delta = J_c - d``; ``I <- max(0, I + ki * delta)``; ``P = kp * EMA(delta)``;
-    ``D = kd * max(0, EMA(J_c) - EMA(J_c) d_delay updates ago)``; ``lambda = proj(P + I + D)``.
+    With ``e = (J_c - d) / d`` at update ``t``:
+    ``I <- clamp(I + ki * e, 0, upper_bound * d)``; ``P = kp * EMA(e)``;
+    ``D = kd * max(0, EMA(J_c / d) - EMA(J_c / d) d_delay updates ago)``;
+    ``lambda_rel = clamp(P + I + D, 0, upper_bound * d)``.
+
+    Departures from the paper and OmniSafe's ``PIDLagrangian``, each to make the defaults hold
+    without tuning: the relative violation (their violation has the cost's units); the EMAs
+    are bias-corrected as Adam's moments (theirs start at 0, so P and D are too small over the
+    first ~1 / (1 - ema_alpha) updates); the derivative's history is seeded with the first
+    sample (theirs with zeros, so D jumps at the first updates); the integral is clamped to
+    the upper bound too (else it winds up beyond it and lambda sticks at the bound).
+
+    The gains act on a violation measured in limits: ``ki`` is the rise of lambda_rel per
+    update for a cost at twice the limit (as ``lr`` of ``GradientLagrange``), ``kp`` the
+    immediate response to it, ``kd`` damps a rising cost.
 
     Args:
         cost_limit: the limit ``d`` of each constraint.
-        kp, ki, kd: the gains.
-        d_delay: how many updates back the derivative looks.
-        ema_alpha: smoothing of the proportional and derivative inputs (0: none).
-        init: initial value of the integral term (so lambda starts there).
+        kp, ki, kd: the gains (defaults 0.05, 0.05, 0.0).
+        d_delay: how many updates back the derivative looks (default 10).
+        ema_alpha: smoothing of the proportional and derivative inputs (default 0.9; 0: none).
+        init: initial lambda (>= 0, in reward per unit of cost): the integral starts there.
         upper_bound: largest lambda, or None for no bound.
     """
 
     def __init__(
         self,
         cost_limit: float | Sequence[float],
-        kp: float = 0.1,
-        ki: float = 0.01,
-        kd: float = 0.01,
-        d_delay: int = 10,
-        ema_alpha: float = 0.95,
+        kp: float = PID_DEFAULTS["kp"],
+        ki: float = PID_DEFAULTS["ki"],
+        kd: float = PID_DEFAULTS["kd"],
+        d_delay: int = PID_DEFAULTS["d_delay"],
+        ema_alpha: float = PID_DEFAULTS["ema_alpha"],
         init: float = 0.0,
         upper_bound: float | None = None,
     ) -> None:
@@ -139,34 +203,61 @@ class PIDLagrange(LagrangeMultiplier):
         for name, gain in (("kp", kp), ("ki", ki), ("kd", kd), ("init", init)):
             if not (math.isfinite(gain) and gain >= 0):
                 raise ValueError(f"{name} must be >= 0, got {gain}")
-        if int(d_delay) < 1 or not 0 <= ema_alpha < 1:
-            raise ValueError("d_delay must be >= 1 and ema_alpha in [0, 1)")
+        if int(d_delay) != d_delay or int(d_delay) < 1:
+            raise ValueError(f"d_delay must be an integer >= 1, got {d_delay}")
+        if not 0 <= ema_alpha < 1:
+            raise ValueError(f"ema_alpha must be in [0, 1), got {ema_alpha}")
         self.kp, self.ki, self.kd, self.ema_alpha = kp, ki, kd, ema_alpha
         n = self.n_constraints
-        self.register_buffer("integral", torch.full((n,), float(init)))
-        self.register_buffer("delta_p", torch.zeros(n))
-        self.register_buffer("cost_d", torch.zeros(n))
+        self.register_buffer("integral", self._project(float(init) * self.scale))
+        self.register_buffer("error_ema", torch.zeros(n))  # EMA of e, before bias correction
+        self.register_buffer("cost_ema", torch.zeros(n))  # EMA of J_c / d, idem
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
         self.register_buffer("history", torch.zeros(int(d_delay), n))  # oldest first
-        self.register_buffer("multiplier", self._project(self.integral.clone()))
+        self.register_buffer("multiplier", self.integral.clone())
 
     @property
-    def value(self) -> np.ndarray:
-        return self.multiplier.cpu().numpy().astype(np.float64)
+    def d_delay(self) -> int:
+        return len(self.history)
+
+    @property
+    def relative_value(self) -> torch.Tensor:
+        return self.multiplier
 
     @torch.no_grad()
     def update(self, mean_cost: float | Sequence[float]) -> np.ndarray:
-        cost = self._check_cost(mean_cost)
-        delta = cost - self.cost_limit
-        self.integral.copy_((self.integral + self.ki * delta).clamp(min=0))
+        error = self._relative_error(mean_cost)
+        relative_cost = error + self.cost_limit / self.scale
+        self.integral.copy_(self._project(self.integral + self.ki * error))
         a = self.ema_alpha
-        self.delta_p.mul_(a).add_((1 - a) * delta)
-        self.cost_d.mul_(a).add_((1 - a) * cost)
-        derivative = (self.cost_d - self.history[0]).clamp(min=0)
+        self.steps += 1
+        self.error_ema.mul_(a).add_((1 - a) * error)
+        self.cost_ema.mul_(a).add_((1 - a) * relative_cost)
+        correction = 1 - a ** int(self.steps)
+        proportional = self.error_ema / correction
+        smoothed_cost = self.cost_ema / correction
+        if int(self.steps) == 1:  # no past yet: the derivative starts at zero, not at J_c / d
+            self.history.copy_(smoothed_cost.expand_as(self.history))
+        derivative = (smoothed_cost - self.history[0]).clamp(min=0)
         self.multiplier.copy_(
-            self._project(self.kp * self.delta_p + self.integral + self.kd * derivative)
+            self._project(self.kp * proportional + self.integral + self.kd * derivative)
         )
-        self.history.copy_(torch.cat([self.history[1:], self.cost_d.unsqueeze(0)]))
+        self.history.copy_(torch.cat([self.history[1:], smoothed_cost.unsqueeze(0)]))
         return self.value
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args, **kwargs):
+        # A saved history of another length (the agent loaded with a new d_delay): keep its
+        # most recent entries, padding the oldest end with its oldest sample.
+        key = prefix + "history"
+        saved = state_dict.get(key)
+        if (
+            saved is not None
+            and saved.shape[0] != self.d_delay
+            and saved.shape[1:] == (self.n_constraints,)
+        ):
+            pad = saved[:1].expand(max(self.d_delay - len(saved), 0), -1)
+            state_dict[key] = torch.cat([pad, saved])[-self.d_delay :].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def make_lagrange(kind: str, cost_limit: float | Sequence[float], **kwargs) -> LagrangeMultiplier:

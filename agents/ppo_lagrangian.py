@@ -18,7 +18,14 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from agents.buffers import CostRolloutBuffer
-from agents.lagrange import LAGRANGIANS, LagrangeMultiplier, make_lagrange
+from agents.lagrange import (
+    GRADIENT_DEFAULTS,
+    LAGRANGIANS,
+    PID_DEFAULTS,
+    GradientLagrange,
+    LagrangeMultiplier,
+    make_lagrange,
+)
 from agents.policies import CostActorCriticPolicy
 
 
@@ -46,16 +53,20 @@ class PPOLagrangian(PPO):
         ``cost_limit`` / ``budget`` attribute, else ``info["cost_limit"]`` of the first step.
     :param n_costs: number of costs (default: from ``cost_limit`` or the env's ``cost_limits``,
         else 1). With more than one, costs are read from ``info["costs"]`` in the env's order.
-    :param lagrangian: "gradient" (gradient ascent on lambda) or "pid" (PID Lagrangian).
-    :param lambda_init: initial lambda (default 0.0).
-    :param lambda_lr: learning rate of lambda for "gradient" (default 0.035, OmniSafe's).
-    :param lambda_optimizer: ``torch.optim`` class name for "gradient" (default "Adam").
+    :param lagrangian: "gradient" (projected gradient ascent on lambda) or "pid" (PID
+        Lagrangian). Both act on the violation relative to the limit, ``(J_c - d) / d``
+        (``agents.lagrange`` says why and where this departs from OmniSafe and Stooke et al.).
+    :param lambda_init: initial lambda, in reward per unit of cost (default 0.0).
+    :param lambda_lr: step size of lambda for "gradient" (default 0.05).
+    :param lambda_optimizer: ``torch.optim`` class name for "gradient" (default "SGD": plain
+        projected gradient ascent; OmniSafe's "Adam" keeps a momentum that overshoots).
     :param lambda_max: upper bound of lambda, or None (default None).
-    :param pid_kp: proportional gain for "pid" (default 0.1).
-    :param pid_ki: integral gain for "pid" (default 0.01).
-    :param pid_kd: derivative gain for "pid" (default 0.01).
+    :param pid_kp: proportional gain for "pid" (default 0.05).
+    :param pid_ki: integral gain for "pid" (default 0.05).
+    :param pid_kd: derivative gain for "pid" (default 0.0).
     :param pid_d_delay: updates the derivative looks back for "pid" (default 10).
-    :param pid_ema_alpha: smoothing of the PID inputs (default 0.95).
+    :param pid_ema_alpha: smoothing of the PID's proportional and derivative inputs (default
+        0.9).
     :param cost_vf_coef: weight of the cost critic's loss (default 0.5).
     :param cost_gamma: discount of the cost (default: ``gamma``).
     :param cost_gae_lambda: GAE lambda of the cost (default: ``gae_lambda``).
@@ -82,14 +93,14 @@ class PPOLagrangian(PPO):
         n_costs: int | None = None,
         lagrangian: str = "gradient",
         lambda_init: float = 0.0,
-        lambda_lr: float = 0.035,
-        lambda_optimizer: str = "Adam",
+        lambda_lr: float = GRADIENT_DEFAULTS["lr"],
+        lambda_optimizer: str = GRADIENT_DEFAULTS["optimizer"],
         lambda_max: float | None = None,
-        pid_kp: float = 0.1,
-        pid_ki: float = 0.01,
-        pid_kd: float = 0.01,
-        pid_d_delay: int = 10,
-        pid_ema_alpha: float = 0.95,
+        pid_kp: float = PID_DEFAULTS["kp"],
+        pid_ki: float = PID_DEFAULTS["ki"],
+        pid_kd: float = PID_DEFAULTS["kd"],
+        pid_d_delay: int = PID_DEFAULTS["d_delay"],
+        pid_ema_alpha: float = PID_DEFAULTS["ema_alpha"],
         cost_vf_coef: float = 0.5,
         cost_gamma: float | None = None,
         cost_gae_lambda: float | None = None,
@@ -199,6 +210,35 @@ class PPOLagrangian(PPO):
             }
         self.lagrange: LagrangeMultiplier = make_lagrange(self.lagrangian, limits, **kwargs)
 
+    def set_parameters(self, load_path_or_dict, exact_match: bool = True, device="auto") -> None:
+        """SB3's ``set_parameters``, then the arguments given to ``load()`` win over the saved
+        state: ``cost_limit`` over the restored limits, ``lambda_lr`` over the restored
+        optimizer's lr. A lambda optimizer of another class than the saved one starts fresh."""
+        params = load_path_or_dict
+        if isinstance(params, dict) and "lagrange.optimizer" in params:
+            saved = params["lagrange.optimizer"]["param_groups"][0]
+            current = getattr(self.lagrange, "optimizer", None)
+            if current is None or set(saved) != set(current.param_groups[0]):
+                params = {k: v for k, v in params.items() if k != "lagrange.optimizer"}
+                exact_match = False
+        super().set_parameters(params, exact_match=exact_match, device=device)
+        if self.cost_limit is not None:
+            self.lagrange.set_cost_limit(np.atleast_1d(self.cost_limit))
+        if isinstance(self.lagrange, GradientLagrange):
+            self.lagrange.set_lr(self.lambda_lr)
+
+    def _setup_learn(self, total_timesteps: int, callback=None, reset_num_timesteps: bool = True,
+                     tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip
+        if reset_num_timesteps or self._last_obs is None:
+            # SB3 resets the env (and its episode statistics): so are the running episode costs.
+            self._current_ep_costs = np.zeros((self.n_envs, self.n_costs))
+            self._rollout_ep_costs = []
+            if reset_num_timesteps:
+                self.ep_cost_buffer.clear()
+        return super()._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, torch_vars = super()._get_torch_save_params()
         state_dicts = [*state_dicts, "lagrange"]
@@ -223,9 +263,9 @@ class PPOLagrangian(PPO):
             if "costs" not in info:
                 raise KeyError(f"n_costs={self.n_costs} needs info['costs'] (a dict) from the env")
             values = info["costs"]
-            ordered = (
-                [values[k] for k in self.cost_names] if self.cost_names else list(values.values())
-            )
+            if self.cost_names is None and isinstance(values, dict):
+                self.cost_names = list(values)[: self.n_costs]  # fixed order from now on
+            ordered = [values[k] for k in self.cost_names] if self.cost_names else list(values)
             if len(ordered) < self.n_costs:
                 raise ValueError(
                     f"info['costs'] has {len(ordered)} entries, expected {self.n_costs}"
@@ -234,20 +274,37 @@ class PPOLagrangian(PPO):
         return costs
 
     def _capture_limits(self, infos: list[dict[str, Any]]) -> None:
-        """Take the limits from the env's info when neither the user nor an attribute gave them."""
+        """Take the limits from the env's info when neither the user nor an attribute gave them:
+        ``info["cost_limit"]`` for one cost, ``info["cost_limits"]`` (a dict, read by name)
+        for several."""
         if self.cost_limit is not None:
             return
         info = infos[0]
-        if self.n_costs > 1 and isinstance(info.get("cost_limits"), dict):
-            limits = list(info["cost_limits"].values())[: self.n_costs]
-        elif "cost_limit" in info:
+        if self.n_costs == 1:
+            if "cost_limit" not in info:
+                return
             limits = [float(info["cost_limit"])]
         else:
-            return
+            values = info.get("cost_limits")
+            if not isinstance(values, dict):
+                if "cost_limit" in info:
+                    raise ValueError(
+                        f"n_costs={self.n_costs} but the env reports one info['cost_limit']: "
+                        "give each cost its limit in info['cost_limits'] (a dict) or pass "
+                        "cost_limit=[...]"
+                    )
+                return
+            names = self.cost_names or list(values)[: self.n_costs]
+            missing = [n for n in names if n not in values]
+            if missing or len(names) < self.n_costs:
+                raise ValueError(
+                    f"info['cost_limits'] {sorted(values)} lacks limits for the costs "
+                    f"{missing or names}"
+                )
+            self.cost_names = list(names)
+            limits = [float(values[n]) for n in names]
         self.cost_limit = limits if len(limits) > 1 else limits[0]
-        self.lagrange.cost_limit.copy_(
-            th.as_tensor(np.atleast_1d(self.cost_limit), dtype=th.float32)
-        )
+        self.lagrange.set_cost_limit(limits)
 
     def collect_rollouts(
         self,
@@ -335,6 +392,10 @@ class PPOLagrangian(PPO):
         )
         if self.ep_cost_buffer:
             self._record_per_cost("rollout/ep_cost_mean", np.mean(self.ep_cost_buffer, axis=0))
+        if self._rollout_ep_costs:  # logged with this rollout, not with the next one
+            self._record_per_cost(
+                "rollout/ep_cost_rollout", np.mean(self._rollout_ep_costs, axis=0)
+            )
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
@@ -358,18 +419,16 @@ class PPOLagrangian(PPO):
 
     # ------------------------------------------------------------------ update
     def _update_lagrange(self) -> None:
-        """One multiplier update from this rollout's finished episodes (else the recent ones)."""
-        source = self._rollout_ep_costs or list(self.ep_cost_buffer)
-        if not source:
-            return  # no episode has finished yet: nothing to compare with the limit
+        """One multiplier update from the episodes that finished in this rollout; none if no
+        episode finished (the window of older episodes was already counted)."""
+        if not self._rollout_ep_costs:
+            return
         if self.cost_limit is None:
             raise ValueError(
                 "no cost_limit: pass cost_limit=, or give the env a cost_limit attribute or "
                 "info['cost_limit']"
             )
-        mean_cost = np.mean(source, axis=0)
-        self.lagrange.update(mean_cost)
-        self._record_per_cost("rollout/ep_cost_rollout", mean_cost)
+        self.lagrange.update(np.mean(self._rollout_ep_costs, axis=0))
 
     def train(self) -> None:
         """PPO's update with the Lagrangian advantage and a cost-critic loss."""

@@ -113,3 +113,33 @@ class EpisodeRecorder(gym.Wrapper):
             keep_ratios=info.get("keep_ratios"),
             accuracy=info.get("accuracy"),
         )
+
+
+def rollout(agent: Any, env: gym.Env, deterministic: bool = True) -> dict[str, Any]:
+    """One episode of ``agent`` (anything with SB3's ``predict``) on ``env``; returns the last
+    step's info with the episode's ``return`` and summed ``episode_cost`` added."""
+    obs, _ = env.reset()
+    done, total, cost = False, 0.0, 0.0
+    info: dict[str, Any] = {}
+    while not done:
+        action, _ = agent.predict(obs, deterministic=deterministic)
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        cost += float(info.get("cost", 0.0))
+        done = terminated or truncated
+    return {**info, "return": total, "episode_cost": cost}
+
+
+def violation_rate_per_quarter(
+    feasible: list[bool], env_steps: list[int], total_steps: int
+) -> list[float | None]:
+    """Share of infeasible episodes among those that ended in each quarter of the search's env
+    steps (None for a quarter in which no episode ended)."""
+    if len(feasible) != len(env_steps):
+        raise ValueError(f"{len(feasible)} feasibility flags for {len(env_steps)} episodes")
+    rates: list[float | None] = []
+    for q in range(4):
+        lo, hi = q * total_steps / 4, (q + 1) * total_steps / 4
+        inside = [not f for f, s in zip(feasible, env_steps, strict=True) if lo < s <= hi]
+        rates.append(sum(inside) / len(inside) if inside else None)
+    return rates

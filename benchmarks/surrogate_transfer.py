@@ -23,9 +23,9 @@ from surrogate_logs import QUICK_TASK  # the task the shipped logs were made on
 
 import prune_env
 from agents import registry
+from agents.recording import rollout
 from prune_env.paths import atomic_write_json
 from prune_env.report import markdown_table
-from train import rollout
 
 PPO = {"n_steps": 512, "batch_size": 128, "device": "cpu"}
 

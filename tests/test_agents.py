@@ -1,7 +1,5 @@
 """PPO-Lagrangian: cost GAE, multipliers, constraint satisfaction, save/load."""
 
-import itertools
-
 import numpy as np
 import pytest
 import torch as th
@@ -9,7 +7,7 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 
-from agents import GradientLagrange, PIDLagrange, PPOLagrangian
+from agents import PPOLagrangian
 from agents.buffers import CostRolloutBuffer
 from tests.toy_envs import ConcaveBandit, TwoCostChain
 
@@ -69,37 +67,13 @@ def test_buffer_samples_carry_costs():
     assert batch.cost_advantages.shape == (3, 1) and batch.cost_returns.shape == (3, 1)
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: GradientLagrange(0.2, lr=0.05),
-        lambda: PIDLagrange(0.2, kp=0.5, ki=0.1, kd=0.1, d_delay=3),
-    ],
-)
-def test_lambda_rises_over_the_limit_and_falls_back_to_zero(make):
-    lag = make()
-    assert lag.value.tolist() == [0.0]
-    history = [lag.update(0.5)[0] for _ in range(30)]
-    assert all(b >= a for a, b in itertools.pairwise(history))
-    assert history[-1] > history[0] > 0
-    for _ in range(300):
-        lag.update(0.0)
-    assert lag.value.tolist() == [0.0]
-
-
-def test_lagrange_bounds_and_validation():
-    lag = GradientLagrange([0.1, 0.5], lr=1.0, upper_bound=2.0)
-    for _ in range(50):
-        lag.update([1.0, 0.0])
-    assert lag.value[0] == pytest.approx(2.0) and lag.value[1] == 0.0
-    with pytest.raises(ValueError, match="expected 2 mean costs"):
-        lag.update(0.3)
-    with pytest.raises(ValueError, match=">= 0"):
-        GradientLagrange(0.1, init=-1)
+def test_agent_argument_validation():
     with pytest.raises(ValueError, match="unknown lagrangian"):
         PPOLagrangian("MlpPolicy", ConcaveBandit(), lagrangian="newton")
     with pytest.raises(ValueError, match="cost_limit"):
         PPOLagrangian("MlpPolicy", ConcaveBandit(), cost_limit=float("nan"))
+    with pytest.raises(ValueError, match="lambda_lr"):
+        PPOLagrangian("MlpPolicy", ConcaveBandit(), lambda_lr=0.0)
 
 
 def _mean_cost(model, n=2000):
@@ -111,28 +85,19 @@ def _mean_cost(model, n=2000):
     return total / n
 
 
-@pytest.mark.parametrize(
-    ("lagrangian", "kwargs"),
-    [
-        ("gradient", {"lambda_lr": 0.05}),
-        ("pid", {"pid_kp": 1.0, "pid_ki": 0.2}),
-    ],
-)
-def test_lagrangian_meets_the_limit(lagrangian, kwargs):
-    # 20k steps, about 20 s on 2 CPU cores (see the note of issue 3 for the curve)
+@pytest.mark.parametrize("lagrangian", ["gradient", "pid"])
+def test_lagrangian_meets_the_limit_with_its_defaults(lagrangian):
+    # ConcaveBandit: constrained optimum x = 0.3, lambda* = 1.4. Only the rollout size is
+    # set (for the suite's time); every multiplier setting is the default.
     model = PPOLagrangian(
-        "MlpPolicy",
-        ConcaveBandit(0.3),
-        lagrangian=lagrangian,
-        n_steps=256,
-        batch_size=64,
-        seed=0,
-        **kwargs,
+        "MlpPolicy", ConcaveBandit(0.3), lagrangian=lagrangian, n_steps=256, batch_size=64, seed=0
     )
     assert model.cost_limit == 0.3  # read from the env's attribute
     model.learn(20_000)
-    assert _mean_cost(model) <= 0.3 * 1.1
-    assert 1.0 < model.lambdas[0] < 2.0  # near lambda* = 1.4
+    assert 0.85 * 0.3 <= _mean_cost(model) <= 0.3 * 1.1
+    x = (model.predict(np.zeros(1, np.float32), deterministic=True)[0][0] + 1) / 2
+    assert 0.85 * 0.3 <= x <= 0.3 * 1.05  # the deterministic policy too
+    assert 0.7 < model.lambdas[0] < 2.1  # near lambda* = 1.4
 
 
 def test_plain_ppo_violates_the_limit():
@@ -157,7 +122,13 @@ def test_cost_limit_from_info_and_two_costs():
 
 def test_save_load_round_trip(tmp_path):
     model = PPOLagrangian(
-        "MlpPolicy", TwoCostChain(), n_steps=48, batch_size=16, seed=1, lambda_lr=0.5
+        "MlpPolicy",
+        TwoCostChain(),
+        n_steps=48,
+        batch_size=16,
+        seed=1,
+        lambda_lr=0.5,
+        lambda_optimizer="Adam",  # an optimizer with a state to round-trip
     )
     model.learn(480)
     assert model.lambdas[0] > 0  # a random policy violates the heat limit (0.5), never noise (1.0)

@@ -1,0 +1,112 @@
+"""Bounded action distributions: exact densities, actions inside the bounds, save/load."""
+
+import math
+
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO
+
+from agents import PPOLagrangian
+from agents.distributions import BetaDistribution
+from agents.policies import BoundedActorCriticPolicy
+from tests.toy_envs import ConcaveBandit
+
+
+def _beta_log_pdf(u, a, b):
+    return (
+        (a - 1) * math.log(u)
+        + (b - 1) * math.log(1 - u)
+        + math.lgamma(a + b)
+        - math.lgamma(a)
+        - math.lgamma(b)
+    )
+
+
+def test_beta_log_prob_and_entropy_by_hand():
+    # action dims on [0.05, 1] and [-2, 2]; pre-softplus params chosen so a, b are round-ish
+    dist = BetaDistribution(2, low=[0.05, -2.0], high=[1.0, 2.0])
+    z = th.tensor([[0.3, -1.0, 2.0, 0.0]])  # a = 1 + softplus(z[:2]), b = 1 + softplus(z[2:])
+    dist.proba_distribution(z)
+    sp = [math.log1p(math.exp(v)) for v in (0.3, -1.0, 2.0, 0.0)]
+    a, b = [1 + sp[0], 1 + sp[1]], [1 + sp[2], 1 + sp[3]]
+    actions = th.tensor([[0.4, 1.5]])
+    u = [(0.4 - 0.05) / 0.95, (1.5 + 2.0) / 4.0]
+    expected = sum(_beta_log_pdf(u[i], a[i], b[i]) for i in range(2)) - math.log(0.95 * 4.0)
+    assert dist.log_prob(actions).item() == pytest.approx(expected, rel=1e-5)
+    # entropy: -E[log p] by numerical integration of the stretched density
+    grid = np.linspace(1e-5, 1 - 1e-5, 200_001)
+    entropy = 0.0
+    for i, width in enumerate((0.95, 4.0)):
+        logp = np.array([_beta_log_pdf(x, a[i], b[i]) for x in grid[::100]])
+        p = np.exp(logp)
+        entropy += -np.trapezoid(p * logp, grid[::100]) + math.log(width)
+    assert dist.entropy().item() == pytest.approx(entropy, abs=2e-3)
+
+
+def test_beta_actions_stay_inside_the_bounds_and_the_mode_is_the_mean():
+    dist = BetaDistribution(1, low=[0.05], high=[1.0])
+    for z in ([[-30.0, 30.0]], [[30.0, -30.0]], [[0.0, 0.0]]):  # mass piled at either bound
+        dist.proba_distribution(th.tensor(z))
+        samples = th.stack([dist.sample() for _ in range(2000)])
+        assert (samples > 0.05).all() and (samples < 1.0).all()
+        assert th.isfinite(dist.log_prob(samples.reshape(-1, 1))).all()
+        a, b = dist.distribution.concentration1, dist.distribution.concentration0
+        mode = dist.mode()
+        assert mode.item() == pytest.approx((0.05 + 0.95 * a / (a + b)).item())
+        assert 0.05 < mode.item() < 1.0
+    with pytest.raises(ValueError, match="finite bounds"):
+        BetaDistribution(1, low=[0.0], high=[np.inf])
+
+
+def test_gradient_survives_at_the_bound():
+    # A policy piled against the lower bound still gets a gradient from its samples.
+    dist = BetaDistribution(1, low=[0.05], high=[1.0])
+    z = th.tensor([[-8.0, 8.0]], requires_grad=True)
+    dist.proba_distribution(z)
+    actions = th.stack([dist.sample().detach() for _ in range(64)]).reshape(-1, 1)
+    dist.proba_distribution(z)
+    advantages = actions[:, 0] - actions[:, 0].mean()  # larger keep ratios were better
+    (-(dist.log_prob(actions) * advantages).mean()).backward()
+    assert z.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("action_dist", ["beta", "squashed_gaussian", "gaussian"])
+def test_policies_act_inside_the_bounds_and_round_trip(tmp_path, action_dist):
+    model = PPOLagrangian("MlpPolicy", ConcaveBandit(0.3), n_steps=64, batch_size=32, seed=0,
+                          policy_kwargs={"action_dist": action_dist})  # fmt: skip
+    model.learn(128)
+    obs = np.zeros((5, 1), np.float32)
+    for deterministic in (True, False):
+        actions, _ = model.predict(obs, deterministic=deterministic)
+        assert ((actions >= -1) & (actions <= 1)).all()
+    model.save(tmp_path / "m.zip")
+    loaded = PPOLagrangian.load(tmp_path / "m.zip")
+    assert loaded.policy.action_dist_name == model.policy.action_dist_name
+    assert np.array_equal(
+        model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0]
+    )
+
+
+def test_beta_is_the_default_on_bounded_boxes_only():
+    bounded = PPOLagrangian("MlpPolicy", ConcaveBandit(0.3))
+    assert isinstance(bounded.policy.action_dist, BetaDistribution)
+    assert not hasattr(bounded.policy, "log_std")
+    optimised = {id(p) for g in bounded.policy.optimizer.param_groups for p in g["params"]}
+    assert {id(p) for p in bounded.policy.parameters()} == optimised
+
+    obs_space = spaces.Box(-1, 1, (1,), np.float32)
+    unbounded = spaces.Box(-np.inf, np.inf, (1,), np.float32)  # SB3's algorithms refuse it
+    policy = BoundedActorCriticPolicy(obs_space, unbounded, lambda _: 3e-4)
+    assert not isinstance(policy.action_dist, BetaDistribution)
+    with pytest.raises(ValueError, match="finite bounds"):
+        BoundedActorCriticPolicy(obs_space, unbounded, lambda _: 3e-4, action_dist="beta")
+    with pytest.raises(ValueError, match="action_dist"):
+        PPOLagrangian("MlpPolicy", ConcaveBandit(0.3), policy_kwargs={"action_dist": "cauchy"})
+
+
+def test_plain_ppo_takes_the_bounded_policy():
+    model = PPO(BoundedActorCriticPolicy, ConcaveBandit(0.3), n_steps=64, batch_size=32, seed=0)
+    model.learn(128)
+    assert isinstance(model.policy.action_dist, BetaDistribution)

@@ -1,0 +1,148 @@
+"""Lagrange multipliers: hand-computed updates, relative violation, PID terms, state round trips."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch as th
+
+from agents import GradientLagrange, PIDLagrange
+
+
+def test_gradient_is_projected_ascent_on_the_relative_violation():
+    lag = GradientLagrange(0.2, lr=0.1)  # SGD by default: no momentum
+    # e = (0.5 - 0.2) / 0.2 = 1.5 -> lambda_rel = 0.15 -> lambda = 0.15 / 0.2 = 0.75
+    assert lag.update(0.5)[0] == pytest.approx(0.75, abs=1e-6)
+    # e = (0.1 - 0.2) / 0.2 = -0.5 -> lambda_rel = 0.15 - 0.05 = 0.10 -> lambda = 0.5
+    assert lag.update(0.1)[0] == pytest.approx(0.5, abs=1e-6)
+    # at the limit it does not move (a momentum optimizer would keep going)
+    assert lag.update(0.2)[0] == pytest.approx(0.5, abs=1e-6)
+    # far under the limit: projected onto lambda >= 0
+    for _ in range(5):
+        lag.update(0.0)
+    assert lag.value.tolist() == [0.0]
+
+
+def test_adam_stays_an_option_and_overshoots():
+    adam = GradientLagrange(0.2, lr=0.1, optimizer="Adam")
+    sgd = GradientLagrange(0.2, lr=0.1)
+    for _ in range(5):
+        adam.update(0.5)
+        sgd.update(0.5)
+    a, s = adam.value[0], sgd.value[0]
+    adam.update(0.2)  # the cost reached the limit: momentum keeps lambda rising
+    sgd.update(0.2)
+    assert adam.value[0] > a and sgd.value[0] == pytest.approx(s)
+    with pytest.raises(ValueError, match="optimizer"):
+        GradientLagrange(0.2, optimizer="Nope")
+
+
+@pytest.mark.parametrize("kind", ["gradient", "pid"])
+def test_scaling_a_cost_and_its_limit_scales_lambda_inversely(kind):
+    def make(limit):
+        if kind == "gradient":
+            return GradientLagrange(limit, lr=0.1)
+        return PIDLagrange(limit, kp=0.3, ki=0.1, kd=0.2, d_delay=2)
+
+    small, large = make(0.1), make(25.0)
+    costs = [0.4, 0.3, 0.12, 0.05, 0.09, 0.2, 0.0]
+    for c in costs:
+        small.update(c)
+        large.update(c * 250)
+        # same controller trajectory: lambda * d agrees, lambda itself scales as 1 / d
+        assert small.value[0] * 0.1 == pytest.approx(large.value[0] * 25.0, rel=1e-5, abs=1e-7)
+
+
+def test_zero_limit_uses_the_cost_units():
+    lag = GradientLagrange([0.0, 0.5], lr=0.1)
+    lag.update([0.3, 0.5])
+    assert lag.value == pytest.approx([0.03, 0.0], abs=1e-7)
+
+
+def test_pid_matches_a_hand_computation():
+    # d = 0.5, kp = 1, ki = 0.5, kd = 2, ema 0.5, d_delay 2; costs 1.0, 0.75, 0.25
+    lag = PIDLagrange(0.5, kp=1.0, ki=0.5, kd=2.0, d_delay=2, ema_alpha=0.5)
+    # t=1: e = 1, c = J/d = 2. I = 0.5. EMAs 0.5, 1.0; corrected /0.5: P_in 1, C 2.
+    # history seeded with C = 2: D = max(0, 2 - 2) = 0. lambda_rel = 1 + 0.5 = 1.5
+    assert lag.update(1.0)[0] * 0.5 == pytest.approx(1.5)
+    # t=2: e = 0.5, c = 1.5. I = 0.75. EMA_e = 0.25 + 0.25 = 0.5, /0.75 -> 2/3.
+    # EMA_c = 0.5 + 0.75 = 1.25, /0.75 -> 5/3; history [2, 2]: D = max(0, 5/3 - 2) = 0
+    assert lag.update(0.75)[0] * 0.5 == pytest.approx(2 / 3 + 0.75)
+    # t=3: e = -0.5, c = 0.5. I = 0.5. EMA_e = 0.25 - 0.25 = 0, P = 0.
+    # EMA_c = 0.625 + 0.25 = 0.875, /0.875 -> 1.0; history [2, 5/3]: D = 0
+    assert lag.update(0.25)[0] * 0.5 == pytest.approx(0.5)
+
+
+def test_pid_derivative_reacts_to_a_rising_cost_only():
+    lag = PIDLagrange(1.0, kp=0.0, ki=0.0, kd=1.0, d_delay=1, ema_alpha=0.0)
+    assert lag.update(0.5)[0] == 0.0  # seeded history: no derivative at the first sample
+    assert lag.update(0.8)[0] == pytest.approx(0.3)  # rising by 0.3 (in limits)
+    assert lag.update(0.2)[0] == 0.0  # falling: the derivative term is clamped at 0
+
+
+def test_pid_integral_is_clamped_to_the_upper_bound():
+    lag = PIDLagrange(0.1, kp=0.0, ki=1.0, kd=0.0, upper_bound=2.0)
+    for _ in range(50):
+        lag.update(1.0)  # e = 9 per update: far past the bound without the clamp
+    assert lag.value[0] == pytest.approx(2.0)
+    assert lag.integral.item() == pytest.approx(2.0 * 0.1)
+    lag.update(0.0)  # e = -1: an unclamped integral (18) would hold lambda at the bound
+    assert lag.value[0] == 0.0
+    assert lag.integral.item() == pytest.approx(0.0)  # 0.2 - 1 clamped at 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GradientLagrange(0.2, lr=0.05),
+        lambda: PIDLagrange(0.2, kp=0.5, ki=0.1, kd=0.1, d_delay=3),
+    ],
+)
+def test_lambda_rises_over_the_limit_and_falls_back_to_zero(make):
+    lag = make()
+    assert lag.value.tolist() == [0.0]
+    history = [lag.update(0.5)[0] for _ in range(30)]
+    assert all(b >= a for a, b in itertools.pairwise(history))
+    assert history[-1] > history[0] > 0
+    for _ in range(300):
+        lag.update(0.0)
+    assert lag.value.tolist() == [0.0]
+
+
+def test_lagrange_bounds_and_validation():
+    lag = GradientLagrange([0.1, 0.5], lr=1.0, upper_bound=2.0)
+    for _ in range(50):
+        lag.update([1.0, 0.0])
+    assert lag.value[0] == pytest.approx(2.0) and lag.value[1] == 0.0
+    with pytest.raises(ValueError, match="expected 2 mean costs"):
+        lag.update(0.3)
+    with pytest.raises(ValueError, match=">= 0"):
+        GradientLagrange(0.1, init=-1)
+    with pytest.raises(ValueError, match="cost_limit"):
+        GradientLagrange(-0.1)
+    with pytest.raises(ValueError, match="d_delay"):
+        PIDLagrange(0.1, d_delay=0)
+    with pytest.raises(ValueError, match="ema_alpha"):
+        PIDLagrange(0.1, ema_alpha=1.0)
+    with pytest.raises(ValueError, match="expected 2 cost limits"):
+        lag.set_cost_limit(0.3)
+
+
+def test_init_is_in_reward_per_unit_of_cost():
+    assert GradientLagrange(0.2, init=1.5).value[0] == pytest.approx(1.5)
+    assert PIDLagrange(0.2, init=1.5).value[0] == pytest.approx(1.5)
+
+
+def test_pid_history_of_another_length_loads():
+    lag = PIDLagrange(0.2, d_delay=4)
+    for c in (0.3, 0.4, 0.5):
+        lag.update(c)
+    state = lag.state_dict()
+    shorter = PIDLagrange(0.2, d_delay=2)
+    shorter.load_state_dict(state)
+    assert th.equal(shorter.history, state["history"][-2:])
+    longer = PIDLagrange(0.2, d_delay=6)
+    longer.load_state_dict(state)
+    assert th.equal(longer.history[-4:], state["history"])
+    assert th.equal(longer.history[:2], state["history"][:1].expand(2, -1))
+    assert np.array_equal(longer.value, lag.value)
