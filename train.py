@@ -33,9 +33,9 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 import prune_env
-from agents import PPOLagrangian, registry
+from agents import registry
 from agents.callbacks import SearchMonitor
-from agents.recording import EpisodeRecord, rollout
+from agents.recording import EpisodeRecord, rollout, violation_rate_per_quarter
 from prune_env.costs import BUILTIN_COSTS
 from prune_env.data import ALL_DATASETS, Split, normalise
 from prune_env.envs.pruning import GRANULARITIES
@@ -56,13 +56,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "total_timesteps": 15_000,
         "finetune_epochs": 1,
         "on_policy_kwargs": {"n_steps": 512, "batch_size": 128},
-        # About 30 multiplier updates in a search this short: lambda must be able to reach the
-        # price (~2) at which a 10% budget pays, so it moves faster than OmniSafe's 0.035.
-        "lagrangian_kwargs": {"lambda_lr": 0.1},
-        # Stooke et al.'s gains (kp 0.1, ki 0.01) never bring the cost under a 10% budget in
-        # ~20 multiplier updates; kp = ki = 1 did (last 100 episodes' cost 0.08-0.09 over 2 seeds
-        # of 10k steps on VGG16PruneSurrogate-v0, against 0.94 with the defaults).
-        "pid_kwargs": {"pid_kp": 1.0, "pid_ki": 1.0},
     },
     # Paper scale (GPU): full-width network with the architecture's full base recipe, the
     # paper's 20,000-image reward split, a long search and a long fine-tuning.
@@ -73,8 +66,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "total_timesteps": 100_000,
         "finetune_epochs": 30,
         "on_policy_kwargs": {"n_steps": 2048, "batch_size": 256},
-        "lagrangian_kwargs": {},
-        "pid_kwargs": {},
     },
 }
 STAGES = ("base_model", "search", "extraction", "finetune", "test")
@@ -226,10 +217,6 @@ def algo_arguments(cfg: Config, algo: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"device": "cpu"}
     if issubclass(agent_class, OnPolicyAlgorithm):
         kwargs.update(PRESETS[cfg.preset]["on_policy_kwargs"])
-    if issubclass(agent_class, PPOLagrangian):
-        kwargs.update(PRESETS[cfg.preset]["lagrangian_kwargs"])
-        if getattr(registry.get(algo).builder, "defaults", {}).get("lagrangian") == "pid":
-            kwargs.update(PRESETS[cfg.preset]["pid_kwargs"])
     return {**kwargs, **json.loads(cfg.algo_kwargs)}
 
 
@@ -438,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         "env_steps": int(env_steps),
         "feasible_episodes": len(feasible),
         "violation_rate": 1 - len(feasible) / len(episodes) if episodes else None,
+        "violation_rate_per_quarter": violation_rate_per_quarter(
+            [e["feasible"] for e in episodes], [e["env_steps"] for e in episodes], int(env_steps)
+        ),
         "first_feasible_step": feasible[0]["env_steps"] if feasible else None,
         "best_feasible_reward": max((e["reward"] for e in feasible), default=None),
         "wall_time": prior_wall + time.perf_counter() - t0,
@@ -454,7 +444,14 @@ def main(argv: list[str] | None = None) -> int:
     candidates = []
     rollout_env = registry.wrapped_env(cfg.algo, env, **algo_kwargs)
     try:
-        candidates.append(("the deterministic policy's episode", rollout(agent, rollout_env)))
+        final = rollout(agent, rollout_env)
+        candidates.append(("the deterministic policy's episode", final))
+        # The learned policy is the deliverable of an RL search: did it meet the budget?
+        search["final_policy"] = {
+            "cost": float(final["cost"]), "reward_accuracy": float(final["accuracy"]),
+            "feasible": bool(final["constraint_satisfied"]),
+            "budget_use": float(final["cost"]) / cfg.budget,
+        }  # fmt: skip
     except RuntimeError as exc:  # a search baseline that found nothing feasible has no policy
         print(f"no deterministic policy episode: {exc}")
     if feasible:

@@ -49,6 +49,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.amc import BudgetClip
 from agents.baselines import BASELINES
+from agents.policies import BoundedActorCriticPolicy
 from agents.ppo_lagrangian import PPOLagrangian
 from agents.recording import EpisodeRecord, EpisodeRecorder, RunResult
 from prune_env.wrappers import CostPenalty
@@ -119,10 +120,12 @@ class SB3Builder:
         algo_cls: type[BaseAlgorithm],
         penalty: bool = False,
         budget_clip: bool = False,
+        policy: str | type = "MlpPolicy",
         **defaults: Any,
     ) -> None:
         self.agent_class = algo_cls
         self.penalty, self.budget_clip, self.defaults = penalty, budget_clip, defaults
+        self.policy = policy
 
     def wrap(self, env: gym.Env, penalty_beta: float | None = None) -> gym.Env:
         if self.budget_clip:
@@ -141,7 +144,7 @@ class SB3Builder:
             if callable(value) and key.endswith("_factory"):
                 params[key.removesuffix("_factory")] = value(env)
                 del params[key]
-        return self.agent_class("MlpPolicy", env, seed=seed, **params)
+        return self.agent_class(self.policy, env, seed=seed, **params)
 
 
 def sb3_builder(algo_cls: type[BaseAlgorithm], penalty: bool = False, **defaults: Any) -> Builder:
@@ -170,7 +173,13 @@ register(
     "PPO-Lagrangian, gradient-ascent lambda",
 )
 register("ppo_pid_lag", SB3Builder(PPOLagrangian, lagrangian="pid"), "PPO-Lagrangian, PID lambda")
-register("ppo_penalty", SB3Builder(PPO, penalty=True), "PPO on reward - beta * cost")
+# The on-policy penalty methods draw their keep ratios from the same bounded (Beta) policy as
+# PPO-Lagrangian, so that the comparison is of the constraint handling, not the distribution.
+register(
+    "ppo_penalty",
+    SB3Builder(PPO, penalty=True, policy=BoundedActorCriticPolicy),
+    "PPO on reward - beta * cost",
+)
 register(
     "sac_penalty",
     SB3Builder(SAC, penalty=True, learning_starts=100),
@@ -182,7 +191,9 @@ register(
     "TD3 on reward - beta * cost",
 )
 register(
-    "trpo_penalty", SB3Builder(TRPO, penalty=True), "TRPO (sb3-contrib) on reward - beta * cost"
+    "trpo_penalty",
+    SB3Builder(TRPO, penalty=True, policy=BoundedActorCriticPolicy),
+    "TRPO (sb3-contrib) on reward - beta * cost",
 )
 register(
     "amc",

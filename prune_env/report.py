@@ -92,6 +92,7 @@ def render_report(report: Mapping[str, Any]) -> str:
               pct(search["best_feasible_reward"]), seconds(search["wall_time"])]],
         ),
         "",
+        *final_policy_lines(report),
         "Candidates for the pruned model (accuracy on the reward split):",
         "",
         markdown_table(
@@ -116,3 +117,25 @@ def render_report(report: Mapping[str, Any]) -> str:
         "",
     ]  # fmt: skip
     return "\n".join(lines)
+
+
+def final_policy_lines(report: Mapping[str, Any]) -> list[str]:
+    """What the search's learned policy does on its own, and how often the search broke the
+    budget, quarter by quarter (a settled agent's last quarter is mostly feasible)."""
+    search, lines = report["search"], []
+    final = search.get("final_policy")
+    if final is not None:
+        met = "met the budget" if final["feasible"] else "did NOT meet the budget"
+        lines.append(
+            f"- Final policy (its deterministic episode): {met}: cost {final['cost']:.4f} "
+            f"({final['budget_use']:.2f} x the budget {report['budget']:g}), reward accuracy "
+            f"{pct(final['reward_accuracy'])}."
+        )
+    quarters = search.get("violation_rate_per_quarter")
+    if quarters:
+        lines.append(
+            "- Violation rate per quarter of the search: "
+            + " / ".join(pct(q, 1) for q in quarters)
+            + "."
+        )
+    return [*lines, ""] if lines else []

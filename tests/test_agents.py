@@ -76,28 +76,32 @@ def test_agent_argument_validation():
         PPOLagrangian("MlpPolicy", ConcaveBandit(), lambda_lr=0.0)
 
 
-def _mean_cost(model, n=2000):
+def _sampled_costs(model, n=2000):
     env = ConcaveBandit()
-    total = 0.0
-    for _ in range(n):
-        action, _ = model.predict(np.zeros(1, np.float32), deterministic=False)
-        total += env.step(action)[4]["cost"]
-    return total / n
+    actions, _ = model.predict(np.zeros((n, 1), np.float32), deterministic=False)
+    return np.array([env.step(a)[4]["cost"] for a in actions])
+
+
+def _mean_cost(model, n=2000):
+    return float(_sampled_costs(model, n).mean())
 
 
 @pytest.mark.parametrize("lagrangian", ["gradient", "pid"])
 def test_lagrangian_meets_the_limit_with_its_defaults(lagrangian):
     # ConcaveBandit: constrained optimum x = 0.3, lambda* = 1.4. Only the rollout size is
-    # set (for the suite's time); every multiplier setting is the default.
+    # set (for the suite's time); every multiplier setting is the default, so the 0.8-quantile
+    # of the sampled costs is held at the limit.
     model = PPOLagrangian(
         "MlpPolicy", ConcaveBandit(0.3), lagrangian=lagrangian, n_steps=256, batch_size=64, seed=0
     )
     assert model.cost_limit == 0.3  # read from the env's attribute
     model.learn(20_000)
-    assert 0.85 * 0.3 <= _mean_cost(model) <= 0.3 * 1.1
+    costs = _sampled_costs(model)
+    assert 0.85 * 0.3 <= np.quantile(costs, 0.8) <= 0.3 * 1.1
+    assert 0.7 * 0.3 <= costs.mean() <= 0.3
     x = (model.predict(np.zeros(1, np.float32), deterministic=True)[0][0] + 1) / 2
-    assert 0.85 * 0.3 <= x <= 0.3 * 1.05  # the deterministic policy too
-    assert 0.7 < model.lambdas[0] < 2.1  # near lambda* = 1.4
+    assert 0.75 * 0.3 <= x <= 0.3 * 1.05  # the deterministic policy too
+    assert 0.7 < model.lambdas[0] < 2.5  # near lambda* = 1.4
 
 
 def test_plain_ppo_violates_the_limit():

@@ -110,3 +110,17 @@ def test_plain_ppo_takes_the_bounded_policy():
     model = PPO(BoundedActorCriticPolicy, ConcaveBandit(0.3), n_steps=64, batch_size=32, seed=0)
     model.learn(128)
     assert isinstance(model.policy.action_dist, BetaDistribution)
+
+
+@pytest.mark.parametrize("name", ["ppo_lag", "ppo_pid_lag", "ppo_penalty", "trpo_penalty"])
+def test_registry_on_policy_agents_draw_from_the_beta(tmp_path, name):
+    from agents import registry
+
+    agent, _ = registry.make_agent(name, ConcaveBandit(0.3), seed=0, n_steps=64, batch_size=32)
+    assert isinstance(agent.policy.action_dist, BetaDistribution)
+    agent.learn(128)
+    agent.save(tmp_path / "a.zip")
+    loaded = registry.get(name).agent_class.load(tmp_path / "a.zip")
+    obs = np.zeros((3, 1), np.float32)
+    same = agent.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0]
+    assert np.array_equal(*same)

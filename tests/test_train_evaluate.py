@@ -75,6 +75,17 @@ def test_train_writes_every_artifact(finished_run):
     config = json.loads((run_dir / "config.json").read_text())["config"]
     assert config["total_timesteps"] == 96 and config["width_mult"] == 0.125
     assert "| test accuracy |" in (run_dir / "report.md").read_text()
+    # the learned policy's own episode, and the violation rate quarter by quarter
+    final = report["search"]["final_policy"]
+    (candidate,) = [c for c in report["selection"]["candidates"] if "deterministic" in c["source"]]
+    assert final["cost"] == candidate["cost"] and final["feasible"] == candidate["feasible"]
+    assert final["budget_use"] == pytest.approx(final["cost"] / 0.1)
+    quarters = report["search"]["violation_rate_per_quarter"]
+    by_quarter = [[not e["feasible"] for e in episodes if q * 24 < e["env_steps"] <= (q + 1) * 24]
+                  for q in range(4)]  # fmt: skip
+    assert quarters == pytest.approx([sum(b) / len(b) for b in by_quarter])
+    md = (run_dir / "report.md").read_text()
+    assert "Final policy (its deterministic episode)" in md and "per quarter" in md
 
 
 def test_pruned_model_loads_in_both_forms_and_is_smaller(finished_run):
