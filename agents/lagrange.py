@@ -33,10 +33,11 @@ from torch import nn
 LAGRANGIANS = ("gradient", "pid")
 # The defaults, in one place (PPOLagrangian's arguments read them). Chosen on
 # VGG16PruneSurrogate-v0 at budgets 0.1 and 0.3 (benchmarks/convergence.py, 60k steps, rollouts
-# of 512 steps, 2 seeds per setting; the numbers are in CHANGELOG.md and docs/agents.md):
+# of 512 steps, 2 seeds per setting; the numbers are in docs/convergence.md):
 # gradient lr 0.005 / 0.01 / 0.02 / 0.05 all cycle (the policy follows lambda with a lag of
 # ~10 updates, and a pure integrator on a lagging plant overshoots), 0.01 the least; the PID
-# with a proportional term 2-5x its integral gain settles within ~10 updates at both budgets.
+# with a proportional term 2-5x its integral gain settles at both budgets (within ~15 updates
+# at 0.3; at 0.1 after one overshoot, by ~70 updates).
 GRADIENT_DEFAULTS: dict[str, Any] = {"lr": 0.01, "optimizer": "SGD"}
 PID_DEFAULTS: dict[str, Any] = {"kp": 0.1, "ki": 0.05, "kd": 0.0, "d_delay": 10, "ema_alpha": 0.5}
 

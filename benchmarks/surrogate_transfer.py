@@ -27,7 +27,7 @@ from agents.recording import rollout
 from prune_env.paths import atomic_write_json
 from prune_env.report import markdown_table
 
-PPO = {"n_steps": 512, "batch_size": 128, "device": "cpu"}
+PPO = {"n_steps": 256, "batch_size": 64, "device": "cpu"}  # train.py --preset quick
 
 
 def main() -> int:
@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=0.1, help="params budget")
     args = parser.parse_args()
     surrogate_id = f"{args.env.removesuffix('-v0')}Surrogate-v0"
-    kwargs = {**PPO, "lambda_lr": 0.1} if args.algo == "ppo_lag" else {}
+    kwargs = PPO if args.algo.startswith("ppo") else {}
     real = prune_env.make(args.env, **QUICK_TASK, budget=args.budget).unwrapped
     rows, results = [], []
     for seed in range(args.seeds):

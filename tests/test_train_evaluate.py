@@ -47,7 +47,9 @@ def finished_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     home = tmp / "home"
     algo_kwargs = json.dumps({"n_steps": 32, "batch_size": 16})
-    run_dir = _train(tmp, home, "--total-timesteps", "96", "--algo-kwargs", algo_kwargs)
+    # ppo_lag explicitly: the reproduction sweep (results_table.py) runs it
+    run_dir = _train(tmp, home, "--algo", "ppo_lag", "--total-timesteps", "96", "--algo-kwargs",
+                     algo_kwargs)  # fmt: skip
     return run_dir, home
 
 
