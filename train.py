@@ -55,7 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "reward_size": 1000,
         "total_timesteps": 15_000,
         "finetune_epochs": 1,
-        # 60 rollouts of 256 steps: the multiplier settles within the short search (on the
+        # 59 rollouts of 256 steps: the multiplier settles within the short search (on the
         # quick task's surrogate, 4 seeds: rollouts of 512 left ppo_pid_lag's final policy
         # over the budget in 3 of 4 seeds, 256 met it in 4 of 4; docs/convergence.md).
         "on_policy_kwargs": {"n_steps": 256, "batch_size": 64},

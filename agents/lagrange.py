@@ -12,8 +12,9 @@ units of the limit: the value they expose is ``lambda = lambda_rel / d``, the pr
 one unit of cost, while the controller moves ``lambda_rel = lambda * d``, the price of one
 budget's worth of cost. Scaling a cost and its limit by any factor therefore leaves the
 controller's trajectory unchanged (the exposed lambda scales inversely, as the price of the
-cost does), which is what lets one set of defaults hold for costs that are fractions (pruning,
-limits ~0.1) and for costs that are counts (Safety-Gym, limits ~25). Stooke et al. and OmniSafe
+cost does; an ``upper_bound`` on lambda is absolute and is the exception), which is what lets
+one set of defaults hold for costs that are fractions (pruning, limits ~0.1) and for costs that
+are counts (Safety-Gym, limits ~25). Stooke et al. and OmniSafe
 use the absolute violation ``J_c - d``, whose gains must be re-tuned per cost scale. A limit of
 0 has no relative scale: its violation and lambda are taken in the cost's own units.
 
@@ -73,14 +74,25 @@ class LagrangeMultiplier(nn.Module):
         """The unit of each constraint's violation: its limit (1 where the limit is 0)."""
         return torch.where(self.cost_limit > 0, self.cost_limit, torch.ones_like(self.cost_limit))
 
-    def set_cost_limit(self, cost_limit: float | Sequence[float]) -> None:
-        """Change the limits (same number of constraints); lambda_rel is kept."""
+    def set_cost_limit(self, cost_limit: float | Sequence[float], keep: str = "relative") -> None:
+        """Change the limits (same number of constraints). ``keep="relative"`` keeps
+        lambda_rel = lambda * d (the controller's state: a tighter limit raises lambda);
+        ``keep="value"`` keeps lambda itself (for limits learned before any update)."""
         limits = _as_vector(cost_limit, "cost_limit").to(self.cost_limit.device)
         if limits.shape != self.cost_limit.shape:
             raise ValueError(f"expected {self.n_constraints} cost limits, got {limits.tolist()}")
         if (limits < 0).any():
             raise ValueError(f"cost_limit must be >= 0, got {cost_limit!r}")
+        if keep not in ("relative", "value"):
+            raise ValueError(f"keep must be 'relative' or 'value', got {keep!r}")
+        old_scale = self.scale
         self.cost_limit.copy_(limits)
+        if keep == "value":
+            self._rescale(self.scale / old_scale)
+
+    def _rescale(self, factor: torch.Tensor) -> None:
+        """Multiply the relative state by ``factor`` (per constraint)."""
+        raise NotImplementedError
 
     @property
     def value(self) -> np.ndarray:
@@ -148,6 +160,10 @@ class GradientLagrange(LagrangeMultiplier):
     @property
     def relative_value(self) -> torch.Tensor:
         return self.multiplier.detach()
+
+    @torch.no_grad()
+    def _rescale(self, factor: torch.Tensor) -> None:
+        self.multiplier.mul_(factor)
 
     def set_lr(self, lr: float) -> None:
         if not (math.isfinite(lr) and lr > 0):
@@ -231,6 +247,11 @@ class PIDLagrange(LagrangeMultiplier):
     @property
     def d_delay(self) -> int:
         return len(self.history)
+
+    @torch.no_grad()
+    def _rescale(self, factor: torch.Tensor) -> None:
+        self.integral.mul_(factor)
+        self.multiplier.mul_(factor)
 
     @property
     def relative_value(self) -> torch.Tensor:

@@ -76,11 +76,13 @@ class PPOLagrangian(PPO):
     :param cost_gae_lambda: GAE lambda of the cost (default: ``gae_lambda``).
     :param cost_quantile: which statistic of the rollout's episode costs the multipliers hold
         at the limit: a quantile in (0, 1), or None for the mean (the textbook constraint
-        ``E[J_c] <= d``). Default 0.8: at most a fifth of the sampled episodes over the limit
-        once lambda has settled, so the mean policy sits a margin (that shrinks with the
-        policy's spread) under the limit and its deterministic action meets it. With the mean,
-        about half of a settled agent's episodes break the limit (measured: 50% at budget
-        0.1 on VGG16PruneSurrogate-v0; 0.75 left 26-30% at budget 0.3, 0.8 left 22-23%).
+        ``E[J_c] <= d``). Default 0.8: it aims at a fifth of the sampled episodes over the
+        limit, so that the mean policy sits a margin (that shrinks with the policy's spread)
+        under the limit and its deterministic action meets it. With the mean, about half of a
+        settled agent's episodes break the limit. Measured on VGG16PruneSurrogate-v0 (last
+        quarter of 60k steps, docs/convergence.md): mean, 49-54% with the PID; 0.75, 29-31% at
+        budget 0.3; 0.8, 20-25% with the PID, 24-34% with gradient ascent, which has not
+        settled by then.
     :param n_steps: env steps per rollout and multiplier update (default 512, SB3's PPO 2048:
         the multiplier needs many updates to settle, see ``benchmarks/convergence.py``).
     :param kwargs: every other argument of ``stable_baselines3.PPO`` (learning_rate, n_steps,
@@ -185,6 +187,10 @@ class PPOLagrangian(PPO):
         if isinstance(self.observation_space, spaces.Dict):
             raise ValueError("PPOLagrangian does not support Dict observation spaces yet")
         names, env_limits = self._env_cost_limits()
+        if self.n_costs is not None and env_limits is not None:
+            # the user constrains fewer costs than the env reports: the first n_costs of them
+            env_limits = env_limits[: self.n_costs]
+            names = None if names is None else names[: self.n_costs]
         if self.cost_names is None:
             self.cost_names = names
         if self.cost_limit is None and env_limits is not None:
@@ -195,7 +201,7 @@ class PPOLagrangian(PPO):
             else:
                 self.n_costs = 1
         if self.cost_names is not None and len(self.cost_names) != self.n_costs:
-            self.cost_names = None  # user chose fewer costs than the env has: read by position
+            self.cost_names = None
         self.rollout_buffer_class = CostRolloutBuffer
         self.rollout_buffer_kwargs = {
             **(self.rollout_buffer_kwargs or {}),
@@ -254,7 +260,6 @@ class PPOLagrangian(PPO):
         if reset_num_timesteps or self._last_obs is None:
             # SB3 resets the env (and its episode statistics): so are the running episode costs.
             self._current_ep_costs = np.zeros((self.n_envs, self.n_costs))
-            self._rollout_ep_costs = []
             if reset_num_timesteps:
                 self.ep_cost_buffer.clear()
         return super()._setup_learn(
@@ -326,7 +331,8 @@ class PPOLagrangian(PPO):
             self.cost_names = list(names)
             limits = [float(values[n]) for n in names]
         self.cost_limit = limits if len(limits) > 1 else limits[0]
-        self.lagrange.set_cost_limit(limits)
+        # no update has happened yet: lambda_init keeps its value in reward per unit of cost
+        self.lagrange.set_cost_limit(limits, keep="value")
 
     def collect_rollouts(
         self,

@@ -117,17 +117,15 @@ class EpisodeRecorder(gym.Wrapper):
 
 def rollout(agent: Any, env: gym.Env, deterministic: bool = True) -> dict[str, Any]:
     """One episode of ``agent`` (anything with SB3's ``predict``) on ``env``; returns the last
-    step's info with the episode's ``return`` and summed ``episode_cost`` added."""
+    step's info."""
     obs, _ = env.reset()
-    done, total, cost = False, 0.0, 0.0
+    done = False
     info: dict[str, Any] = {}
     while not done:
         action, _ = agent.predict(obs, deterministic=deterministic)
-        obs, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        cost += float(info.get("cost", 0.0))
+        obs, _, terminated, truncated, info = env.step(action)
         done = terminated or truncated
-    return {**info, "return": total, "episode_cost": cost}
+    return info
 
 
 def violation_rate_per_quarter(

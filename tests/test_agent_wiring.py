@@ -15,7 +15,14 @@ from stable_baselines3.common.logger import configure
 from agents import PPOLagrangian, registry
 from agents.buffers import CostRolloutBuffer
 from agents.callbacks import SearchMonitor
-from tests.toy_envs import ConcaveAllocation, ConcaveBandit, EndlessCostEnv, FixedCostEnv
+from tests.toy_envs import (
+    ConcaveAllocation,
+    ConcaveBandit,
+    CyclingCostEnv,
+    EndlessCostEnv,
+    FixedCostEnv,
+    TwoCostChain,
+)
 
 LR = 0.05
 SMALL = {"n_steps": 16, "batch_size": 16, "n_epochs": 1, "lambda_lr": LR, "seed": 0}
@@ -216,3 +223,27 @@ def test_multi_step_allocation_reaches_its_known_optimum(lagrangian):
     r, c = env.value(xs)
     assert 0.85 * 0.3 <= c <= 0.3 * 1.05
     assert r >= 0.95 * r_opt
+
+
+@pytest.mark.parametrize(("quantile", "statistic"), [(0.8, 0.82), (None, 0.55)])
+def test_the_multiplier_holds_the_chosen_statistic_at_the_limit(quantile, statistic):
+    # ten one-step episodes per rollout costing 0.1, 0.2, ..., 1.0: 0.8-quantile 0.82, mean 0.55
+    env = CyclingCostEnv([round(0.1 * i, 1) for i in range(1, 11)], limit=0.5)
+    model = PPOLagrangian("MlpPolicy", env, cost_quantile=quantile,
+                          **{**SMALL, "n_steps": 10, "batch_size": 10})  # fmt: skip
+    model.learn(10)
+    assert model.lambdas[0] == pytest.approx(_expected(1, statistic, 0.5), rel=1e-5)
+
+
+def test_lambda_init_keeps_its_value_when_the_limit_comes_from_info():
+    env = FixedCostEnv({"c": 0.1}, {"c": 0.25}, advertise=False, info_limit_key="cost_limit")
+    model = PPOLagrangian("MlpPolicy", env, lambda_init=1.0, **SMALL)
+    model.learn(16)  # one update at e = (0.1 - 0.25) / 0.25 = -0.6
+    assert model.lambdas[0] == pytest.approx((1.0 * 0.25 - LR * 0.6) / 0.25, rel=1e-5)
+
+
+def test_fewer_costs_than_the_env_reports():
+    model = PPOLagrangian("MlpPolicy", TwoCostChain(), n_costs=1, n_steps=48, batch_size=16)
+    assert model.cost_limit == 0.5 and model.lagrange.n_constraints == 1
+    model.learn(96)  # the first cost only ("heat", limit 0.5)
+    assert model.lambdas.shape == (1,)

@@ -53,6 +53,15 @@ def test_scaling_a_cost_and_its_limit_scales_lambda_inversely(kind):
         assert small.value[0] * 0.1 == pytest.approx(large.value[0] * 25.0, rel=1e-5, abs=1e-7)
 
 
+def test_a_new_limit_keeps_lambda_rel_or_lambda():
+    for kind in (GradientLagrange(0.2, init=1.0), PIDLagrange(0.2, init=1.0)):
+        kind.set_cost_limit(0.4)  # the controller's state (lambda * d) is kept
+        assert kind.value[0] == pytest.approx(0.5)
+        kind.set_cost_limit(0.1, keep="value")  # lambda itself is kept
+        assert kind.value[0] == pytest.approx(0.5)
+        assert kind.relative_value.item() == pytest.approx(0.05)
+
+
 def test_zero_limit_uses_the_cost_units():
     lag = GradientLagrange([0.0, 0.5], lr=0.1)
     lag.update([0.3, 0.5])
@@ -71,6 +80,15 @@ def test_pid_matches_a_hand_computation():
     # t=3: e = -0.5, c = 0.5. I = 0.5. EMA_e = 0.25 - 0.25 = 0, P = 0.
     # EMA_c = 0.625 + 0.25 = 0.875, /0.875 -> 1.0; history [2, 5/3]: D = 0
     assert lag.update(0.25)[0] * 0.5 == pytest.approx(0.5)
+
+
+def test_pid_derivative_looks_d_delay_updates_back():
+    # d = 1, kd = 1, no smoothing, d_delay 2: D_t = max(0, c_t - c_{t-2}), history seeded by c_1
+    lag = PIDLagrange(1.0, kp=0.0, ki=0.0, kd=1.0, d_delay=2, ema_alpha=0.0)
+    assert lag.update(0.2)[0] == 0.0  # history [0.2, 0.2]
+    assert lag.update(0.5)[0] == pytest.approx(0.3)  # 0.5 - 0.2; history [0.2, 0.5]
+    assert lag.update(0.6)[0] == pytest.approx(0.4)  # 0.6 - 0.2 (two back), not 0.6 - 0.5
+    assert lag.update(0.7)[0] == pytest.approx(0.2)  # 0.7 - 0.5
 
 
 def test_pid_derivative_reacts_to_a_rising_cost_only():

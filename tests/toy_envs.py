@@ -161,3 +161,16 @@ class ConcaveAllocation(gym.Env):
         reward, cost = self.value(self.x) if done else (0.0, 0.0)
         info = {"cost": cost, "cost_limit": self.cost_limit}
         return self._obs(), reward, done, False, info
+
+
+class CyclingCostEnv(FixedCostEnv):
+    """One-step episodes whose cost cycles through ``values`` (episode k costs values[k % n])."""
+
+    def __init__(self, values, limit):
+        super().__init__({"c": values[0]}, {"c": limit})
+        self.values, self.k = list(values), 0
+
+    def step(self, action):
+        self.costs = {"c": self.values[self.k % len(self.values)]}
+        self.k += 1
+        return super().step(action)
