@@ -81,8 +81,8 @@ class PPOLagrangian(PPO):
         under the limit and its deterministic action meets it. With the mean, about half of a
         settled agent's episodes break the limit. Measured on VGG16PruneSurrogate-v0 (last
         quarter of 60k steps, docs/convergence.md): mean, 49-54% with the PID; 0.75, 29-31% at
-        budget 0.3; 0.8, 20-25% with the PID, 24-34% with gradient ascent, which has not
-        settled by then.
+        budget 0.3; 0.8, means over 5 seeds of 22% and 25% with the PID, 24% and 34% with
+        gradient ascent, which has not settled by then.
     :param n_steps: env steps per rollout and multiplier update (default 512, SB3's PPO 2048:
         the multiplier needs many updates to settle, see ``benchmarks/convergence.py``).
     :param kwargs: every other argument of ``stable_baselines3.PPO`` (learning_rate, n_steps,
