@@ -1,31 +1,42 @@
 """Pruning engine: the one module that talks to torch-pruning.
 
 The dependency graph is traced once per base model. From it we keep only plain data (which
-dimension of which module belongs to which coupled channel group, and which root channel
-each position stands for), so that an episode builds its pruned network by slicing the base
-tensors along a precomputed ranking: no re-tracing, no deepcopy of real weights, and the
-engine stays picklable (the graph itself holds hooks and closures).
+positions of which tensor dimension belong to which coupled channel group, and which
+decision each position stands for), so that an episode builds its pruned network by slicing
+the base tensors along a precomputed ranking: no re-tracing, no deepcopy of real weights, and
+the engine stays picklable (the graph itself holds hooks and closures).
 
 Two granularities share one interface:
 
-- ``ChannelEngine``: structured pruning of coupled channel groups (residual adds included);
-  the result is a physically smaller network.
+- ``ChannelEngine``: structured pruning of coupled channel groups; the result is a physically
+  smaller network. Pruned structures: Conv (plain, depthwise, grouped), Linear, BatchNorm
+  (affine or not), ``nn.Parameter`` tensors used directly on a channel dimension, residual
+  adds, element-wise gates (squeeze-excite), concatenations and splits. A group that touches
+  anything else (other norms, transposed convolutions, attention, channel orders
+  torch-pruning cannot map such as a channel shuffle) is kept whole, and the engine says
+  which and why, once.
 - ``WeightEngine``: per-layer unstructured magnitude pruning of every Conv/Linear weight;
   the result has the base shapes with zeros (the paper's coarse-grained setting).
+
+Every channel group the engine accepts is checked numerically at construction: the pruned
+network must equal the masked one (pruned channels zeroed) and its counted parameters and
+MACs must equal the analytic ones; a group that fails is kept whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import index_mapping as _tp_index_mapping
 
 IMPORTANCES = ("l1", "l2", "bn_scale", "random")
 
@@ -35,15 +46,15 @@ _BN = nn.modules.batchnorm._BatchNorm
 
 @dataclass
 class DimSlice:
-    """One dimension of one module that a channel group prunes."""
+    """The positions of one tensor dimension that one channel group prunes."""
 
-    module: str
-    role: str  # "out" (weight dim 0 / BN features) or "in" (weight dim 1)
+    module: str  # module name, or the full name of an unwrapped nn.Parameter
+    role: str  # "out" (weight dim 0, BN features, a parameter's channel dim) or "in" (dim 1)
     positions: np.ndarray  # indices along that dimension
-    roots: np.ndarray  # root channel of the group each position belongs to
-    order: np.ndarray = field(init=False)  # positions sorted by the rank of their root
-    kept_count: np.ndarray = field(init=False)  # kept_count[k]: positions kept with top-k roots
-    untouched: np.ndarray = field(init=False)  # positions of the dimension outside the group
+    roots: np.ndarray  # the decision (channel of the group) each position belongs to
+    unit: int = -1  # index of the unit (decision) that owns this slice
+    order: np.ndarray = field(init=False)  # positions sorted by the rank of their decision
+    kept_count: np.ndarray = field(init=False)  # kept_count[k]: positions kept with top-k
 
 
 @dataclass
@@ -51,32 +62,36 @@ class Unit:
     """One decision of the agent: a channel group (channel mode) or one layer (weight mode)."""
 
     name: str  # name of the root module
-    size: int  # channels in the group, or weights in the layer
+    size: int  # channels (decisions) in the group, or weights in the layer
     layer_type: int  # 0 conv, 1 linear
     in_channels: int
     out_channels: int
     kernel: int
     stride: int
     fmap: int  # spatial positions of the root's output (H*W)
-    params_share: float  # share of the base parameters held by the root module
-    flops_share: float  # share of the base MACs spent in the root module
+    params_share: float  # share of the base parameters that this unit prunes
+    flops_share: float  # share of the base MACs that this unit prunes
 
 
 @dataclass
 class LayerShape:
-    """What the analytic resource model needs to know about one Conv/Linear/BN module."""
+    """What the analytic resource model needs to know about one prunable tensor owner."""
 
-    kind: str  # "conv", "linear", "bn"
-    out_size: int
-    in_size: int
+    kind: str  # "conv", "linear", "bn", "param"
+    out_size: int  # out channels / BN features / size of a parameter's channel dim
+    in_size: int  # in channels (Conv/Linear); elements per channel (param); 0 for BN
     kernel_volume: int  # product of the kernel size (1 for Linear, 0 for BN)
     groups: int
-    has_bias: bool
+    has_bias: bool  # Conv/Linear bias; BN: affine
     spatial: int  # output positions per sample, 0 for BN
-    out_unit: int | None = None
-    out_slice: DimSlice | None = None
-    in_unit: int | None = None
-    in_slice: DimSlice | None = None
+    depthwise: bool = False  # groups == in == out: in and out channels are one dimension
+    param_dim: int = 0  # the channel dimension of an unwrapped parameter
+    out_slices: list[DimSlice] = field(default_factory=list)
+    in_slices: list[DimSlice] = field(default_factory=list)
+
+
+class _KeptWhole(Exception):
+    """A channel group this engine cannot prune safely; the message says why."""
 
 
 def _module_spatial(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
@@ -107,6 +122,7 @@ def _layer_shapes(model: nn.Module, spatial: dict[str, int]) -> dict[str, LayerS
     shapes: dict[str, LayerShape] = {}
     for name, m in model.named_modules():
         if isinstance(m, _CONV):
+            depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
             shapes[name] = LayerShape(
                 "conv",
                 m.out_channels,
@@ -115,6 +131,7 @@ def _layer_shapes(model: nn.Module, spatial: dict[str, int]) -> dict[str, LayerS
                 m.groups,
                 m.bias is not None,
                 spatial.get(name, 0),
+                depthwise=depthwise,
             )
         elif isinstance(m, nn.Linear):
             shapes[name] = LayerShape(
@@ -126,18 +143,92 @@ def _layer_shapes(model: nn.Module, spatial: dict[str, int]) -> dict[str, LayerS
                 m.bias is not None,
                 spatial.get(name, 0),
             )
-        elif isinstance(m, _BN) and m.affine:
-            shapes[name] = LayerShape("bn", m.num_features, 0, 0, 1, True, 0)
+        elif isinstance(m, _BN):
+            shapes[name] = LayerShape("bn", m.num_features, 0, 0, 1, m.affine, 0)
     return shapes
 
 
 def _layer_counts(shape: LayerShape, out_size: int, in_size: int) -> tuple[int, int]:
-    """(parameters, MACs) of a Conv/Linear/BN with the given channel counts."""
+    """(parameters, MACs) of a Conv/Linear/BN/parameter with the given channel counts."""
     if shape.kind == "bn":
-        return 2 * out_size, 0
-    weights = out_size * (in_size // shape.groups) * shape.kernel_volume
+        return (2 * out_size if shape.has_bias else 0), 0
+    if shape.kind == "param":
+        return out_size * shape.in_size, 0
+    # A depthwise conv keeps one input channel per output channel, whatever remains.
+    per_output = 1 if shape.depthwise else in_size // shape.groups
+    weights = out_size * per_output * shape.kernel_volume
     params = weights + (out_size if shape.has_bias else 0)
     return params, weights * shape.spatial
+
+
+@contextlib.contextmanager
+def _tolerant_reshape_mapping() -> Iterator[None]:
+    """Trace through reshapes torch-pruning 1.6 cannot map (a channel shuffle divides by 0).
+
+    Such a reshape is left without an index mapping; the groups that cross it are then
+    caught by the numerical check and kept whole, instead of the whole trace failing.
+    """
+    original = _tp_index_mapping.update_reshape_index_mapping
+
+    def tolerant(graph, node):
+        with contextlib.suppress(ZeroDivisionError):
+            original(graph, node)
+
+    _tp_index_mapping.update_reshape_index_mapping = tolerant
+    try:
+        yield
+    finally:
+        _tp_index_mapping.update_reshape_index_mapping = original
+
+
+def trace_dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    """torch-pruning's dependency graph of ``model``; a trace failure names the argument."""
+    with warnings.catch_warnings(), _tolerant_reshape_mapping():
+        warnings.simplefilter("ignore")  # "unwrapped parameters detected": handled below
+        try:
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_input, verbose=False
+            )
+        except Exception as e:  # any trace failure is a property of the model
+            raise ValueError(
+                f"torch-pruning could not trace model with example_input of shape "
+                f"{tuple(example_input.shape)}: {type(e).__name__}: {e}"
+            ) from e
+
+
+def _pruning_groups(graph: tp.DependencyGraph, ignored: set[nn.Module]) -> Iterator[tuple]:
+    """(root module, its pruning group or the exception that building it raised).
+
+    ``DependencyGraph.get_all_groups`` with one difference: a group torch-pruning fails to
+    build (a split or reshape it maps wrongly) is reported instead of ending the iteration.
+    """
+    visited: set[nn.Module] = set()
+    ignored = ignored | set(graph.IGNORED_LAYERS_IN_TRACING)
+    for module in list(graph.module2node):
+        if module in ignored or module in visited:
+            continue
+        if not isinstance(module, (_CONV, nn.Linear)):
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None or pruner.get_out_channels(module) is None:
+            continue
+        try:
+            with _tolerant_reshape_mapping():  # building a group re-runs the index mapping
+                group = graph.get_pruning_group(
+                    module,
+                    pruner.prune_out_channels,
+                    list(range(pruner.get_out_channels(module))),
+                )
+        except Exception as e:  # reported by the caller as the reason to keep it whole
+            yield module, e
+            continue
+        prunable = True
+        for dep, _ in group:
+            if graph.is_out_channel_pruning_fn(dep.handler):
+                visited.add(dep.target.module)
+                prunable &= dep.target.module not in ignored
+        if prunable:
+            yield module, group
 
 
 class _EngineBase:
@@ -151,18 +242,17 @@ class _EngineBase:
         self._spatial = _module_spatial(model, example_input.to(self.device))
         self.shapes = _layer_shapes(model, self._spatial)
         self.total_params = sum(p.numel() for p in model.parameters())
-        self.total_macs = sum(
-            _layer_counts(s, s.out_size, s.in_size)[1] for s in self.shapes.values()
-        )
-        self._fixed_params = self.total_params - sum(
-            _layer_counts(s, s.out_size, s.in_size)[0] for s in self.shapes.values()
-        )
         self.units: list[Unit] = []
+        self._recount()
 
-    def _unit_features(self, name: str, size: int) -> Unit:
+    def _recount(self) -> None:
+        full = {n: _layer_counts(s, s.out_size, s.in_size) for n, s in self.shapes.items()}
+        self.total_macs = sum(m for _, m in full.values())
+        self._fixed_params = self.total_params - sum(p for p, _ in full.values())
+
+    def _unit_features(self, name: str, size: int, params: int, macs: int) -> Unit:
         module = self.base.get_submodule(name)
         shape = self.shapes[name]
-        params, macs = _layer_counts(shape, shape.out_size, shape.in_size)
         if isinstance(module, _CONV):
             layer_type, kernel, stride = 0, int(module.kernel_size[0]), int(module.stride[0])
         else:
@@ -205,11 +295,25 @@ class _EngineBase:
         return counts
 
 
+@dataclass
+class _Candidate:
+    root: str
+    size: int
+    slices: list[DimSlice]
+    scores: np.ndarray
+
+
 class ChannelEngine(_EngineBase):
     """Structured channel pruning over torch-pruning's dependency graph.
 
+    Each unit is one group of coupled channels (torch-pruning's pruning group). With grouped
+    convolutions in a group, one decision removes the same position in every convolution
+    group (torch-pruning's channel groups), so the unit's size is the channel count divided
+    by the groups. Groups that cannot be pruned safely are kept whole and listed in
+    ``kept_whole`` (root module -> reason), with one warning.
+
     Args:
-        model: the base network (left unchanged); its device is used for everything.
+        model: the base network (left unchanged; put it in eval mode on its device first).
         example_input: a batch that the network accepts (traced once).
         importance: channel ranking inside a group: "l1", "l2", "bn_scale" or "random"
             ("random" ranks by index until ``set_rankings`` gives a drawn ranking).
@@ -233,70 +337,265 @@ class ChannelEngine(_EngineBase):
             raise ValueError(f"ignored_layers {unknown} are not modules of the model")
         head = list(self._spatial)[-1] if self._spatial else None
         ignored = {modules[n] for n in (*ignored_layers, *([head] if head else []))}
-        graph = tp.DependencyGraph().build_dependency(
-            model, example_inputs=example_input[:1].to(self.device), verbose=False
-        )
+        example = example_input[:1].to(self.device)
+        graph = trace_dependency_graph(model, example)
         self.importance = importance
-        self.slices: list[list[DimSlice]] = []
-        scores: list[np.ndarray] = []
-        skipped: list[str] = []
-        names = {m: n for n, m in model.named_modules()}
-        for group in graph.get_all_groups(ignored_layers=list(ignored)):
-            root = group[0].dep.target.module
+        self.kept_whole: dict[str, str] = {}
+        names = {m: n for n, m in modules.items()}
+        param_names = {p: n for n, p in model.named_parameters()}
+        param_dims = {p: dim for p, dim in graph.unwrapped_parameters}
+        candidates: list[_Candidate] = []
+        for root, group in _pruning_groups(graph, ignored):
             root_name = names[root]
-            slices, supported = [], True
-            for item in group.items:
-                target = item.dep.target.module
-                if not isinstance(target, nn.Module) or not any(True for _ in target.parameters()):
-                    continue  # parameter-free op (ReLU, add, flatten): nothing to slice
-                if not self._supported(target):
-                    supported = False
-                    break
-                role = "out" if graph.is_out_channel_pruning_fn(item.dep.handler) else "in"
-                if isinstance(target, _BN):
-                    role = "out"
-                slices.append(
-                    DimSlice(
-                        names[target],
-                        role,
-                        np.asarray(item.idxs, dtype=np.int64),
-                        np.asarray(item.root_idxs, dtype=np.int64),
+            try:
+                if isinstance(group, Exception):
+                    raise _KeptWhole(
+                        "torch-pruning cannot map its channels "
+                        f"({type(group).__name__}: {str(group)[:120]})"
                     )
+                slices = self._group_slices(group, graph, names, param_names, param_dims)
+                channels = self.shapes[root_name].out_size
+                conv_groups = math.lcm(
+                    1,
+                    *(
+                        self.shapes[s.module].groups
+                        for s in slices
+                        if self.shapes[s.module].kind == "conv"
+                        and not self.shapes[s.module].depthwise
+                    ),
                 )
-            if not supported:
-                skipped.append(root_name)
+                if channels % conv_groups:
+                    raise _KeptWhole(
+                        f"its {channels} channels do not split into {conv_groups} equal "
+                        "convolution groups"
+                    )
+                size = channels // conv_groups
+                if size < 2:
+                    continue
+                for s in slices:
+                    s.roots = s.roots % size
+                scores = self._score(group, channels, root_name)
+                scores = scores.reshape(conv_groups, size).mean(0)
+            except _KeptWhole as e:
+                self.kept_whole[root_name] = str(e)
                 continue
-            size = self.shapes[root_name].out_size
-            if size < 2:
-                continue
-            self.units.append(self._unit_features(root_name, size))
-            self.slices.append(slices)
-            scores.append(self._score(group, size, root_name))
-        if skipped:
+            candidates.append(_Candidate(root_name, size, slices, scores))
+        self._recount()  # unwrapped parameters joined the shapes
+        # The agent walks the layers in the order the forward pass runs them.
+        position = {name: i for i, name in enumerate(self._spatial)}
+        candidates.sort(key=lambda c: position.get(c.root, len(position)))
+        candidates = self._claim(candidates)
+        candidates = self._verify(candidates, example)
+        if self.kept_whole:
+            listing = "; ".join(f"{k}: {v}" for k, v in self.kept_whole.items())
             warnings.warn(
-                f"channel groups rooted at {skipped} touch layers this engine cannot slice "
-                "(grouped/depthwise convolutions, norms other than BatchNorm...); "
-                "they are kept whole",
+                f"{len(self.kept_whole)} channel groups are kept whole (root layer: reason): "
+                f"{listing}",
                 stacklevel=2,
             )
         if not self.units:
-            raise ValueError("the model has no prunable channel group (Conv/Linear/BatchNorm)")
-        # The agent walks the layers in the order the forward pass runs them.
-        position = {name: i for i, name in enumerate(self._spatial)}
-        order = sorted(range(len(self.units)), key=lambda i: position[self.units[i].name])
-        self.units = [self.units[i] for i in order]
-        self.slices = [self.slices[i] for i in order]
-        self._index_shapes()
+            raise ValueError(
+                "model has no prunable channel group (Conv/Linear/BatchNorm channels that can "
+                "be removed besides the classifier head)"
+            )
+
+    # ------------------------------------------------------------------ construction
+    def _group_slices(self, group, graph, names, param_names, param_dims) -> list[DimSlice]:
+        merged: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        for item in group.items:
+            target = item.dep.target.module
+            if isinstance(target, nn.Parameter):
+                name = param_names.get(target)
+                if name is None or target not in param_dims:
+                    raise _KeptWhole("it reaches a parameter outside the model")
+                dim = int(param_dims[target])
+                if name not in self.shapes:
+                    channels = target.shape[dim]
+                    self.shapes[name] = LayerShape(
+                        "param",
+                        channels,
+                        target.numel() // channels,
+                        0,
+                        1,
+                        False,
+                        0,
+                        param_dim=dim,
+                    )
+                role = "out"
+            elif isinstance(target, nn.Module):
+                if not any(True for _ in target.parameters()) and not any(
+                    True for _ in target.buffers()
+                ):
+                    continue  # parameter-free op (ReLU, add, concat, flatten): nothing to slice
+                name = names.get(target)
+                if name is None:
+                    raise _KeptWhole(f"it reaches a {type(target).__name__} outside the model")
+                if isinstance(target, _CONV) and not target.transposed:
+                    out = graph.is_out_channel_pruning_fn(item.dep.handler)
+                    role = "out" if out or self.shapes[name].depthwise else "in"
+                elif isinstance(target, nn.Linear):
+                    role = "out" if graph.is_out_channel_pruning_fn(item.dep.handler) else "in"
+                elif isinstance(target, _BN):
+                    role = "out"
+                else:
+                    raise _KeptWhole(
+                        f"it reaches {name!r} ({type(target).__name__}), whose tensors this "
+                        "engine cannot slice"
+                    )
+            else:
+                continue
+            positions = np.asarray([int(i) for i in item.idxs], dtype=np.int64)
+            roots = np.asarray([int(i) for i in item.root_idxs], dtype=np.int64)
+            key = (name, role)
+            if key in merged:
+                old_pos, old_roots = merged[key]
+                if np.array_equal(np.sort(old_pos), np.sort(positions)):
+                    continue
+                positions = np.concatenate([old_pos, positions])
+                roots = np.concatenate([old_roots, roots])
+                if len(np.unique(positions)) != len(positions):
+                    raise _KeptWhole(f"it claims channels of {name!r} twice")
+            merged[key] = (positions, roots)
+        return [DimSlice(name, role, pos, roots) for (name, role), (pos, roots) in merged.items()]
+
+    def _full(self, s: DimSlice) -> int:
+        shape = self.shapes[s.module]
+        return shape.out_size if s.role == "out" else shape.in_size
+
+    def _claim(self, candidates: list[_Candidate]) -> list[_Candidate]:
+        """Drop groups that share a channel with an earlier group or break a grouped conv."""
+        while True:
+            owner: dict[tuple[str, str], np.ndarray] = {}
+            accepted = []
+            for c in candidates:
+                clash = None
+                for s in c.slices:
+                    taken = owner.get((s.module, s.role))
+                    if taken is not None and np.any(taken[s.positions] >= 0):
+                        clash = (s.module, candidates[int(taken[s.positions].max())].root)
+                        break
+                if clash:
+                    self.kept_whole[c.root] = (
+                        f"its channels in {clash[0]!r} are also pruned by the group of {clash[1]!r}"
+                    )
+                    continue
+                index = candidates.index(c)
+                for s in c.slices:
+                    key = (s.module, s.role)
+                    if key not in owner:
+                        owner[key] = np.full(self._full(s), -1, dtype=np.int64)
+                    owner[key][s.positions] = index
+                accepted.append(c)
+            broken = self._nonuniform_grouped(accepted)
+            if not broken:
+                return accepted
+            for root, reason in broken.items():
+                self.kept_whole[root] = reason
+            candidates = [c for c in candidates if c.root not in broken]
+
+    def _nonuniform_grouped(self, candidates: list[_Candidate]) -> dict[str, str]:
+        """Groups whose decisions would prune a grouped conv differently in its groups."""
+        labels: dict[tuple[str, str], np.ndarray] = {}
+        claimers: dict[tuple[str, str], list[str]] = {}
+        for i, c in enumerate(candidates):
+            for s in c.slices:
+                shape = self.shapes[s.module]
+                if shape.kind != "conv" or shape.groups == 1 or shape.depthwise:
+                    continue
+                key = (s.module, s.role)
+                if key not in labels:
+                    labels[key] = np.full((self._full(s), 2), -1, dtype=np.int64)
+                labels[key][s.positions, 0] = i
+                labels[key][s.positions, 1] = s.roots
+                claimers.setdefault(key, []).append(c.root)
+        broken = {}
+        for (module, role), label in labels.items():
+            g = self.shapes[module].groups
+            blocks = label.reshape(g, -1, 2)
+            if not np.all(blocks == blocks[:1]):
+                for root in claimers[(module, role)]:
+                    broken[root] = (
+                        f"the grouped convolution {module!r} (groups={g}) would lose different "
+                        "channels in different groups"
+                    )
+        return broken
+
+    def _verify(self, candidates: list[_Candidate], example: torch.Tensor) -> list[_Candidate]:
+        """Keep the groups whose pruned network equals the masked one, with exact counts."""
+        self._install(candidates)
+        if not candidates or self._check(example) is None:
+            return candidates
+        accepted: list[_Candidate] = []
+        for c in candidates:
+            self._install([*accepted, c])
+            failure = self._check(example)
+            if failure is None:
+                accepted.append(c)
+            else:
+                self.kept_whole[c.root] = failure
+        self._install(accepted)
+        return accepted
+
+    def _check(self, example: torch.Tensor) -> str | None:
+        """Why pruning every unit to about half fails its invariants, or None if it holds."""
+        counts = [max(1, u.size // 2) for u in self.units]
+        generator = torch.Generator().manual_seed(0)
+        if example.is_floating_point():
+            x = torch.randn(example[:2].shape, generator=generator).to(example)
+        else:
+            x = example[:2]
+        try:
+            pruned, masked = self.build(counts), self.build_masked(counts)
+            with torch.no_grad():
+                out, ref = pruned(x), masked(x)
+            if not isinstance(out, torch.Tensor):
+                return "the model does not return a tensor"
+            if out.shape != ref.shape:
+                return f"the pruned output has shape {tuple(out.shape)}, not {tuple(ref.shape)}"
+            scale = float(ref.abs().max())
+            diff = float((out - ref).abs().max())
+            if not diff <= 1e-3 * scale + 1e-12:
+                return (
+                    "the pruned network does not equal the masked one (channel order changes "
+                    f"on the way, e.g. a channel shuffle; max difference {diff:.3g})"
+                )
+            counted = measure_resources(pruned, x[:1])
+            if counted != self.resources(counts):
+                return f"counted params/MACs {counted} differ from {self.resources(counts)}"
+        except Exception as e:  # any failure means: keep this group whole
+            return f"the pruned network fails: {type(e).__name__}: {str(e)[:200]}"
+        return None
+
+    def _install(self, candidates: list[_Candidate]) -> None:
+        """Make ``candidates`` the units: slices indexed, rankings and shares computed."""
+        for shape in self.shapes.values():
+            shape.out_slices, shape.in_slices = [], []
+        self.slices = [c.slices for c in candidates]
+        for u, slices in enumerate(self.slices):
+            for s in slices:
+                s.unit = u
+                shape = self.shapes[s.module]
+                (shape.out_slices if s.role == "out" else shape.in_slices).append(s)
+        self._untouched = {}
+        for name, shape in self.shapes.items():
+            for role, slices in (("out", shape.out_slices), ("in", shape.in_slices)):
+                if slices:
+                    full = shape.out_size if role == "out" else shape.in_size
+                    claimed = np.concatenate([s.positions for s in slices])
+                    self._untouched[name, role] = np.setdiff1d(np.arange(full), claimed)
         # Per-channel importance, divided by its group's mean so that groups compare (the
         # normalisation torch-pruning uses for global pruning).
-        self._scores = [scores[i] / max(float(np.mean(np.abs(scores[i]))), 1e-12) for i in order]
-        self.set_rankings([np.argsort(-scores[i], kind="stable") for i in order])
-
-    @staticmethod
-    def _supported(module: nn.Module) -> bool:
-        if isinstance(module, _CONV):
-            return module.groups == 1 and not module.transposed
-        return isinstance(module, (nn.Linear, _BN))
+        self._scores = [c.scores / max(float(np.mean(np.abs(c.scores))), 1e-12) for c in candidates]
+        self.units = [self._unit_features(c.root, c.size, 0, 0) for c in candidates]
+        self.set_rankings([np.argsort(-c.scores, kind="stable") for c in candidates])
+        full = np.array([u.size for u in self.units], dtype=np.int64)
+        total = self.resources(full)
+        for u, unit in enumerate(self.units):
+            emptied = full.copy()
+            emptied[u] = 0  # resources() accepts 0: the unit's share is what it controls
+            params, macs = self.resources(emptied)
+            unit.params_share = (total[0] - params) / max(self.total_params, 1)
+            unit.flops_share = (total[1] - macs) / max(self.total_macs, 1)
 
     def _score(self, group, size: int, root_name: str) -> np.ndarray:
         if self.importance == "random":
@@ -306,33 +605,23 @@ class ChannelEngine(_EngineBase):
         else:
             p = 1 if self.importance == "l1" else 2
             scorer = tp.importance.GroupMagnitudeImportance(p=p, normalizer=None)
-        with torch.no_grad():
-            imp = scorer(group)
+        try:
+            with torch.no_grad():
+                imp = scorer(group)
+        except Exception as e:
+            raise _KeptWhole(f"torch-pruning cannot score it ({type(e).__name__}: {e})") from e
         if imp is None or len(imp) == 0:
             if self.importance == "bn_scale":
                 raise ValueError(
                     "importance 'bn_scale' needs a BatchNorm in every channel group; the group "
                     f"of {root_name!r} has none (list it in ignored_layers or use 'l1')"
                 )
-            raise ValueError("torch-pruning returned no importance for a group")
+            raise _KeptWhole("torch-pruning returned no importance for it")
+        if len(imp) != size:
+            raise _KeptWhole(f"torch-pruning scored {len(imp)} channels, not {size}")
         return imp.detach().double().cpu().numpy()
 
-    def _index_shapes(self) -> None:
-        seen: set[tuple[str, str]] = set()
-        for u, slices in enumerate(self.slices):
-            for s in slices:
-                key = (s.module, s.role)
-                if key in seen:
-                    raise ValueError(f"dimension {key} is claimed by two channel groups")
-                seen.add(key)
-                shape = self.shapes[s.module]
-                full = shape.out_size if s.role == "out" else shape.in_size
-                s.untouched = np.setdiff1d(np.arange(full), s.positions, assume_unique=True)
-                if s.role == "out":
-                    shape.out_unit, shape.out_slice = u, s
-                else:
-                    shape.in_unit, shape.in_slice = u, s
-
+    # ------------------------------------------------------------------ rankings
     def set_rankings(self, rankings: Sequence[np.ndarray]) -> None:
         """Set the channel order of every group (most important first)."""
         if len(rankings) != len(self.units):
@@ -357,14 +646,15 @@ class ChannelEngine(_EngineBase):
             raise ValueError("importance='random' has no magnitudes to threshold globally")
         return self._scores
 
+    # ------------------------------------------------------------------ pruning
     def _dim_size(self, shape: LayerShape, role: str, counts: np.ndarray) -> int:
-        unit, s = (
-            (shape.out_unit, shape.out_slice) if role == "out" else (shape.in_unit, shape.in_slice)
-        )
-        full = shape.out_size if role == "out" else shape.in_size
-        if unit is None:
-            return full
-        return full - len(s.positions) + int(s.kept_count[counts[unit]])
+        if role == "in" and shape.depthwise:
+            role = "out"
+        slices = shape.out_slices if role == "out" else shape.in_slices
+        size = shape.out_size if role == "out" else shape.in_size
+        for s in slices:
+            size += int(s.kept_count[counts[s.unit]]) - len(s.positions)
+        return size
 
     def resources(self, counts: Sequence[int]) -> tuple[int, int]:
         """Exact (parameters, MACs) of the network pruned to ``counts`` channels per group."""
@@ -372,27 +662,24 @@ class ChannelEngine(_EngineBase):
         params, macs = self._fixed_params, 0
         for shape in self.shapes.values():
             out = self._dim_size(shape, "out", counts)
-            inp = self._dim_size(shape, "in", counts) if shape.kind != "bn" else 0
+            inp = self._dim_size(shape, "in", counts) if shape.kind in ("conv", "linear") else 0
             p, m = _layer_counts(shape, out, inp)
             params += p
             macs += m
         return params, macs
 
-    def _kept_positions(self, s: DimSlice, count: int) -> torch.Tensor:
-        idx = np.sort(np.concatenate([s.order[: s.kept_count[count]], s.untouched]))
+    def _kept(self, name: str, role: str, slices: list[DimSlice], counts) -> torch.Tensor:
+        parts = [s.order[: s.kept_count[counts[s.unit]]] for s in slices]
+        idx = np.sort(np.concatenate([*parts, self._untouched[name, role]]))
         return torch.from_numpy(idx).to(self.device)
 
     def _dim_indices(self, counts: np.ndarray) -> dict[str, dict[str, torch.Tensor]]:
         dims: dict[str, dict[str, torch.Tensor]] = {}
         for name, shape in self.shapes.items():
-            if shape.out_unit is not None:
-                dims.setdefault(name, {})["out"] = self._kept_positions(
-                    shape.out_slice, counts[shape.out_unit]
-                )
-            if shape.in_unit is not None:
-                dims.setdefault(name, {})["in"] = self._kept_positions(
-                    shape.in_slice, counts[shape.in_unit]
-                )
+            if shape.out_slices:
+                dims.setdefault(name, {})["out"] = self._kept(name, "out", shape.out_slices, counts)
+            if shape.in_slices:
+                dims.setdefault(name, {})["in"] = self._kept(name, "in", shape.in_slices, counts)
         return dims
 
     def build(self, counts: Sequence[int]) -> nn.Module:
@@ -402,32 +689,46 @@ class ChannelEngine(_EngineBase):
         dims = self._dim_indices(counts)
         with torch.no_grad():
             for name, idx in dims.items():
-                base = self.base.get_submodule(name)
+                shape = self.shapes[name]
                 out, inp = idx.get("out"), idx.get("in")
-                tensors: dict[str, torch.Tensor] = {}
-                if isinstance(base, _BN):
+                if shape.kind == "param":
+                    owner, _, attr = name.rpartition(".")
+                    base_param = self.base.get_parameter(name)
+                    overrides.setdefault(owner, {})[attr] = base_param.index_select(
+                        shape.param_dim, out
+                    )
+                    continue
+                base = self.base.get_submodule(name)
+                tensors = overrides.setdefault(name, {})
+                if shape.kind == "bn":
                     for key in ("weight", "bias", "running_mean", "running_var"):
                         t = getattr(base, key)
                         if t is not None:
                             tensors[key] = t.index_select(0, out)
-                else:
-                    w = base.weight
-                    if out is not None:
-                        w = w.index_select(0, out)
-                    if inp is not None:
-                        w = w.index_select(1, inp)
-                    tensors["weight"] = w if w is not base.weight else w.clone()
-                    if base.bias is not None and out is not None:
-                        tensors["bias"] = base.bias.index_select(0, out)
-                overrides[name] = tensors
+                    continue
+                w = base.weight
+                if out is not None:
+                    w = w.index_select(0, out)
+                if inp is not None and not shape.depthwise:
+                    if shape.groups > 1:  # the same positions are kept in every group
+                        inp = inp[inp < shape.in_size // shape.groups]
+                    w = w.index_select(1, inp)
+                tensors["weight"] = w if w is not base.weight else w.clone()
+                if base.bias is not None and out is not None:
+                    tensors["bias"] = base.bias.index_select(0, out)
         net = self._materialise(overrides)
         for name, idx in dims.items():
+            if self.shapes[name].kind == "param":
+                continue
             module = net.get_submodule(name)
             if isinstance(module, _BN):
                 module.num_features = len(idx["out"])
             elif isinstance(module, _CONV):
                 module.out_channels = module.weight.shape[0]
-                module.in_channels = module.weight.shape[1] * module.groups
+                if self.shapes[name].depthwise:
+                    module.groups = module.in_channels = module.out_channels
+                else:
+                    module.in_channels = module.weight.shape[1] * module.groups
             elif isinstance(module, nn.Linear):
                 module.out_features, module.in_features = module.weight.shape
         return net
@@ -436,8 +737,9 @@ class ChannelEngine(_EngineBase):
         """The base network with the pruned channels zeroed instead of removed.
 
         Every output-side slice of a pruned channel (Conv/Linear rows and bias, BatchNorm
-        scale and shift) is set to zero, so the channel carries exactly 0 downstream; this is
-        how the paper's implementation evaluates a candidate, and what ``build`` must equal.
+        scale, shift and running mean, a parameter's channel) is set to zero, so the channel
+        carries exactly 0 downstream; this is how the paper's implementation evaluates a
+        candidate, and what ``build`` must equal.
         """
         counts = self.validate_counts(counts)
         net = self._materialise({})
@@ -447,10 +749,15 @@ class ChannelEngine(_EngineBase):
                     if s.role != "out":
                         continue
                     pruned = torch.from_numpy(s.order[s.kept_count[counts[unit]] :]).to(self.device)
+                    shape = self.shapes[s.module]
+                    if shape.kind == "param":
+                        net.get_parameter(s.module).index_fill_(shape.param_dim, pruned, 0)
+                        continue
                     module = net.get_submodule(s.module)
-                    module.weight[pruned] = 0
-                    if module.bias is not None:
-                        module.bias[pruned] = 0
+                    for key in ("weight", "bias", "running_mean"):
+                        t = getattr(module, key, None)
+                        if t is not None:
+                            t[pruned] = 0
         return net
 
 
@@ -461,9 +768,16 @@ class WeightEngine(_EngineBase):
         model: the base network (left unchanged).
         example_input: a batch that the network accepts.
         importance: "l1"/"l2" (both rank weights by magnitude) or "random".
+        ignored_layers: names of Conv/Linear modules that keep every weight.
     """
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor, importance: str = "l1"):
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input: torch.Tensor,
+        importance: str = "l1",
+        ignored_layers: Sequence[str] = (),
+    ) -> None:
         if importance not in ("l1", "l2", "random"):
             raise ValueError(
                 f"importance {importance!r} is not defined for granularity='weight'; "
@@ -471,12 +785,27 @@ class WeightEngine(_EngineBase):
             )
         super().__init__(model, example_input)
         self.importance = importance
-        self.layer_names = [n for n, s in self.shapes.items() if s.kind != "bn"]
+        layers = [n for n, s in self.shapes.items() if s.kind in ("conv", "linear")]
+        unknown = [n for n in ignored_layers if n not in layers]
+        if unknown:
+            raise ValueError(
+                f"ignored_layers {unknown} are not Conv/Linear modules of the model "
+                f"(weight granularity prunes those: {layers[:8]}...)"
+            )
+        self.layer_names = [n for n in layers if n not in set(ignored_layers)]
+        if not self.layer_names:
+            raise ValueError("ignored_layers leaves no Conv/Linear layer to prune")
         self.units = [
-            self._unit_features(n, self.base.get_submodule(n).weight.numel())
+            self._unit_features(n, w.numel(), w.numel(), w.numel() * self.shapes[n].spatial)
             for n in self.layer_names
+            for w in [self.base.get_submodule(n).weight]
         ]
         self._weight_macs = np.array([self.shapes[n].spatial for n in self.layer_names])
+        self._ignored_macs = sum(
+            self.base.get_submodule(n).weight.numel() * self.shapes[n].spatial
+            for n in layers
+            if n not in self.layer_names
+        )
         self._dense_weights = sum(u.size for u in self.units)
         if importance == "random":
             self.rankings = [np.arange(u.size) for u in self.units]
@@ -508,7 +837,7 @@ class WeightEngine(_EngineBase):
         """(non-zero parameters, MACs of non-zero weights) when layer i keeps counts[i] weights."""
         counts = np.asarray(counts, dtype=np.int64)
         params = self.total_params - self._dense_weights + int(counts.sum())
-        return params, int((counts * self._weight_macs).sum())
+        return params, self._ignored_macs + int((counts * self._weight_macs).sum())
 
     def build(self, counts: Sequence[int]) -> nn.Module:
         counts = self.validate_counts(counts)
@@ -535,7 +864,7 @@ def make_engine(
     if granularity == "channel":
         return ChannelEngine(model, example_input, importance, ignored_layers)
     if granularity == "weight":
-        return WeightEngine(model, example_input, importance)
+        return WeightEngine(model, example_input, importance, ignored_layers)
     raise ValueError(f"unknown granularity {granularity!r}; expected 'channel' or 'weight'")
 
 
@@ -546,7 +875,8 @@ def tp_prune_reference(
     net = copy.deepcopy(model)
     graph = tp.DependencyGraph().build_dependency(net, example_inputs=example_input[:1])
     for unit, ranking, count in zip(engine.units, engine.rankings, counts, strict=True):
-        pruned = sorted(ranking[count:].tolist())
+        repeats = engine.shapes[unit.name].out_size // unit.size  # convolution groups
+        pruned = sorted(int(d) + i * unit.size for d in ranking[count:] for i in range(repeats))
         if not pruned:
             continue
         root = net.get_submodule(unit.name)
