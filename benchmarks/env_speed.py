@@ -124,7 +124,7 @@ def timed_episodes(env: gym.Env, ratios_list: list[np.ndarray]) -> list[dict]:
             _, _, terminated, _, info = env.step(np.array([r], dtype=np.float32))
         wall = time.perf_counter() - start
         assert terminated
-        out.append({"wall": wall, **info["timing"]})
+        out.append({"wall": wall, **env.unwrapped.last_evaluation["timing"]})
     return out
 
 

@@ -47,6 +47,10 @@ DEFAULT_ARCHS = (
 )
 
 
+# Architectures whose pooling needs larger inputs than --size.
+MIN_SIZE = {"alexnet": 64}
+
+
 def build(arch: str, classes: int) -> torch.nn.Module:
     kwargs = {"num_classes": classes}
     if arch == "googlenet":
@@ -57,6 +61,7 @@ def build(arch: str, classes: int) -> torch.nn.Module:
 def check(arch: str, classes: int, size: int, min_keep: float, seed: int) -> dict:
     torch.manual_seed(seed)
     model = build(arch, classes)
+    size = max(size, MIN_SIZE.get(arch, 0))
     x = torch.randn(2, 3, size, size)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True):
@@ -83,6 +88,7 @@ def check(arch: str, classes: int, size: int, min_keep: float, seed: int) -> dic
         ok_costs &= measure_resources(pruned, x[:1]) == engine.resources(counts)
     return {
         "arch": arch,
+        "input_size": size,
         "units": len(engine.units),
         "kept_whole": len(engine.kept_whole),
         "kept_whole_reasons": engine.kept_whole,

@@ -23,15 +23,32 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def zero_weight_masks(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, mask of its non-zero entries) of every Conv/Linear layer that has zeros."""
+    pairs = []
+    for module in model.modules():
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            mask = module.weight.detach() != 0
+            if not bool(mask.all()):
+                pairs.append((module.weight, mask.to(module.weight.dtype)))
+    return pairs
+
+
 @contextmanager
 def _cumulative_bn_stats(model: nn.Module) -> Iterator[None]:
-    """Train mode with fresh BatchNorm running statistics averaged over every batch seen."""
+    """BatchNorm layers in train mode with fresh running statistics averaged over every batch.
+
+    Only the BatchNorm layers: Dropout and everything else stay in eval mode, so the pass is
+    deterministic (a Dropout mask drawn from the global RNG would make the reward random).
+    """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch weighs the same
-    model.train()
+    model.eval()
+    for m in bns:
+        m.train()
     try:
         yield
     finally:
@@ -64,19 +81,33 @@ def finetune(
     lr: float = 0.01,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
+    masks: list[tuple[torch.Tensor, torch.Tensor]] = (),
 ) -> None:
-    """``steps`` SGD steps on random mini-batches of normalised ``images`` (in place)."""
+    """``steps`` SGD steps on random mini-batches of normalised ``images`` (in place).
+
+    Deterministic given ``generator``: it draws the batches, and its seed also seeds the
+    global RNG (restored afterwards) from which Dropout draws its masks. ``masks``: (weight,
+    mask) pairs re-applied after every step (unstructured pruning keeps its zeros).
+    """
     if steps <= 0:
         return
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(labels), (min(batch_size, len(labels)),), generator=generator)
-        idx = idx.to(images.device)
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(images[idx]), labels[idx]).backward()
-        opt.step()
+    devices = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(generator.initial_seed())
+        model.train()
+        for _ in range(steps):
+            idx = torch.randint(
+                0, len(labels), (min(batch_size, len(labels)),), generator=generator
+            )
+            idx = idx.to(images.device)
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(images[idx]), labels[idx]).backward()
+            opt.step()
+            with torch.no_grad():
+                for weight, mask in masks:
+                    weight.mul_(mask)
     model.eval()
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from prune_env.costs import measure_latency
 from prune_env.data import DatasetInfo, Split
 from prune_env.engine import measure_resources
+from prune_env.evaluation import zero_weight_masks
 from prune_env.models import build_model
 from prune_env.paths import atomic_torch_save, atomic_write_json
 from prune_env.zoo import RECIPES, Recipe, split_accuracy, train_model
@@ -71,17 +72,6 @@ def measure(
         latency_batch=len(latency_batch),
         latency_device=str(latency_batch.device),
     )
-
-
-def zero_weight_masks(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(weight, mask of its non-zero entries) of every Conv/Linear layer that has zeros."""
-    pairs = []
-    for module in model.modules():
-        if isinstance(module, _PRUNABLE):
-            mask = module.weight.detach() != 0
-            if not bool(mask.all()):
-                pairs.append((module.weight, mask.to(module.weight.dtype)))
-    return pairs
 
 
 def finetune_pruned(

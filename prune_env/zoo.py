@@ -7,6 +7,7 @@ that two different base models are never mistaken for one another.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prune_env.data import DatasetInfo, Split, augment, normalise
+from prune_env.data import DatasetInfo, Split, augment, data_root, normalise
 from prune_env.evaluation import accuracy
 from prune_env.models import build_model
 from prune_env.paths import atomic_torch_save, home_dir
@@ -161,9 +162,24 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]
     return meta
 
 
-def cache_path(arch: str, dataset: str, width_mult: float, epochs: int) -> Path:
+def data_tag(dataset: str, data_dir: str | os.PathLike | None) -> str | None:
+    """What tells two data sets of one name apart in a cache file name.
+
+    Only "imagefolder" needs it (any folder of images goes by that name): a short hash of the
+    resolved folder, so two image folders never share a cached base model.
+    """
+    if dataset != "imagefolder":
+        return None
+    folder = str(data_root(data_dir).resolve())
+    return hashlib.sha1(folder.encode()).hexdigest()[:10]
+
+
+def cache_path(
+    arch: str, dataset: str, width_mult: float, epochs: int, tag: str | None = None
+) -> Path:
     width = "" if width_mult == 1.0 else f"-w{width_mult:g}"
-    return home_dir() / "checkpoints" / f"{arch}{width}-{dataset}-e{epochs}.pt"
+    data = dataset if tag is None else f"{dataset}-{tag}"
+    return home_dir() / "checkpoints" / f"{arch}{width}-{data}-e{epochs}.pt"
 
 
 def get_base_model(
@@ -179,12 +195,14 @@ def get_base_model(
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: bool = True,
+    tag: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The base network of a registered architecture, in eval mode on ``device``.
 
     Order: ``checkpoint`` if given; else (when ``pretrained``) the cache file; else train with
     ``RECIPES[arch]`` (``train_epochs`` overrides its length) and cache the result atomically.
     ``pretrained=False`` returns the randomly initialised network (for speed tests).
+    ``tag`` (``data_tag``) tells data sets of one name apart in the cache file name.
     """
     model = build_model(arch, info.num_classes, info.channels, width_mult)
     if checkpoint is not None:
@@ -197,7 +215,7 @@ def get_base_model(
     recipe = RECIPES[arch]
     if train_epochs is not None:
         recipe = replace(recipe, epochs=int(train_epochs))
-    path = cache_path(arch, dataset, width_mult, recipe.epochs)
+    path = cache_path(arch, dataset, width_mult, recipe.epochs, tag)
     if path.is_file():
         meta = load_checkpoint(model, path)
         return model.to(device).eval(), {"source": str(path), **meta}

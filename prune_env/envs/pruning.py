@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
+import warnings
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -35,9 +37,10 @@ from prune_env.evaluation import (
     has_batchnorm,
     recalibrate_batchnorm,
     reward_accuracy,
+    zero_weight_masks,
 )
 from prune_env.models import MODELS
-from prune_env.zoo import get_base_model
+from prune_env.zoo import data_tag, get_base_model
 
 MODES = ("layerwise", "oneshot")
 GRANULARITIES = ("channel", "weight")
@@ -61,23 +64,102 @@ def _bn_mode(value: bool | str) -> str:
 def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N'..., got {device!r}"
+        ) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use 'cpu' or 'auto'")
+    return resolved
+
+
+def _train_data_length(data: Any) -> int:
+    """Number of samples of the user's ``train_data``, checking its form."""
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise ValueError(
+                f"train_data as a tuple must be (images, labels), got {len(data)} items"
+            )
+        images, labels = data
+        for what, t in (("images", images), ("labels", labels)):
+            if not isinstance(t, (torch.Tensor, np.ndarray)):
+                raise TypeError(
+                    f"train_data {what} must be a tensor or numpy array, got {type(t).__name__}"
+                )
+        if len(images) != len(labels):
+            raise ValueError(f"train_data holds {len(images)} images but {len(labels)} labels")
+        return len(labels)
+    if not isinstance(data, Dataset) and not hasattr(data, "__getitem__"):
+        raise TypeError(
+            "train_data must be a torch Dataset of (image tensor, label) or an (images, labels) "
+            f"tensor pair, got {type(data).__name__}"
+        )
+    return len(data)
 
 
 def _tensors_from(
     data: Dataset | Split | tuple, indices: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Materialise the samples at ``indices`` of a user data set as (float images, labels)."""
-    if isinstance(data, tuple) and len(data) == 2:
+    if isinstance(data, tuple):
         x, y = (torch.as_tensor(t) for t in data)
         idx = torch.from_numpy(indices)
+        if y.ndim != 1 or y.is_floating_point() or y.is_complex():
+            raise ValueError(
+                f"train_data labels must be a 1-d integer tensor, got {y.dtype} {tuple(y.shape)}"
+            )
         return x[idx].float(), y[idx].long()
     xs, ys = [], []
     for i in indices.tolist():
-        x, y = data[i]
+        sample = data[i]
+        if not isinstance(sample, (tuple, list)) or len(sample) != 2:
+            raise TypeError(f"train_data[{i}] must be an (image, label) pair, got {type(sample)}")
+        x, y = sample
+        if not isinstance(x, (torch.Tensor, np.ndarray)):
+            raise TypeError(
+                f"train_data[{i}] holds a {type(x).__name__} image; the env needs tensors already "
+                "transformed as the model expects (e.g. add transforms.ToTensor() and Normalize)"
+            )
+        if isinstance(y, torch.Tensor):
+            y = y.item() if y.numel() == 1 else y
+        if not isinstance(y, (int, np.integer)) or isinstance(y, bool):
+            raise TypeError(f"train_data[{i}] has label {y!r}; expected an integer class index")
         xs.append(torch.as_tensor(x, dtype=torch.float32))
         ys.append(int(y))
+    shapes = {tuple(x.shape) for x in xs}
+    if len(shapes) > 1:
+        raise ValueError(f"train_data images have different shapes: {sorted(shapes)[:3]}")
     return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
+
+
+def split_sizes(n: int, reward_size: int, bn_calib_size: int, finetune: bool) -> tuple[int, int]:
+    """The (reward, calibration) image counts carved from ``n`` training images.
+
+    The asked sizes when they fit (with at least one image left for fine-tuning when it is
+    on). Otherwise they shrink: calibration to at most a fifth of the images (at least one
+    when asked), the fine-tuning pool keeps at least a fifth, and the reward split takes
+    the rest, capped at ``reward_size``. A warning names the new sizes.
+    """
+    pool = 1 if finetune else 0
+    if n >= reward_size + bn_calib_size + pool:
+        return reward_size, bn_calib_size
+    calib = min(bn_calib_size, max(1, n // 5)) if bn_calib_size > 0 else 0
+    pool = max(1, n // 5) if finetune else 0
+    reward = min(reward_size, n - calib - pool)
+    if reward < 1:
+        raise ValueError(
+            f"train_data holds {n} images: too few for a reward split ({calib} calibration and "
+            f"{pool} fine-tuning images are set aside); give at least {calib + pool + 1}"
+        )
+    warnings.warn(
+        f"the training set holds {n} images, fewer than reward_size + bn_calib_size"
+        f"{' + 1 fine-tuning image' if finetune else ''}: reward_size {reward_size} -> "
+        f"{reward}, bn_calib_size {bn_calib_size} -> {calib}",
+        stacklevel=3,
+    )
+    return reward, calib
 
 
 class PruneEnv(gym.Env):
@@ -273,8 +355,27 @@ class PruneEnv(gym.Env):
         device: str | torch.device = "auto",
         progress: bool = False,
         eval_log: str | os.PathLike | None = None,
+        render_mode: str | None = None,
     ) -> None:
         super().__init__()
+        if render_mode is not None:
+            raise ValueError(
+                f"render_mode must be None (this env does not render), got {render_mode!r}"
+            )
+        self.render_mode = None
+        for name, value in (
+            ("eval_batch_size", eval_batch_size),
+            ("finetune_batch_size", finetune_batch_size),
+            ("latency_batch_size", latency_batch_size),
+            ("latency_repeats", latency_repeats),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if _bn_mode(bn_recalibrate) == "calib" and int(bn_calib_size) < 1:
+            raise ValueError(
+                "bn_calib_size must be >= 1 with bn_recalibrate='calib' (the default); use "
+                "bn_recalibrate='reward' or 'off' to re-estimate on the reward images or not at all"
+            )
         self._validate_args(
             mode,
             granularity,
@@ -314,26 +415,31 @@ class PruneEnv(gym.Env):
         self.data_info: DatasetInfo | None = None  # known for registered architectures only
         self._data_source: tuple[str, str | os.PathLike | None, str] | None = None
         if isinstance(model, str):
-            base, example, train_x, train_y, self.base_info = self._zoo_setup(
+            base, example, train_x, train_y, self.base_info, reward_size, bn_calib_size = (
+                self._zoo_setup(
+                    model,
+                    dataset,
+                    data_dir,
+                    checkpoint,
+                    pretrained,
+                    base_train_epochs,
+                    width_mult,
+                    split_seed,
+                    reward_size,
+                    bn_calib_size,
+                    finetune_pool_size,
+                    progress,
+                )
+            )
+        else:
+            base, example, train_x, train_y, reward_size, bn_calib_size = self._user_setup(
                 model,
-                dataset,
-                data_dir,
-                checkpoint,
-                pretrained,
-                base_train_epochs,
-                width_mult,
+                example_input,
+                train_data,
                 split_seed,
                 reward_size,
                 bn_calib_size,
                 finetune_pool_size,
-                progress,
-            )
-        else:
-            if example_input is None or train_data is None:
-                raise ValueError("an nn.Module needs example_input= and train_data=")
-            base, example = model.to(self.device).eval(), example_input.to(self.device)
-            train_x, train_y = self._user_data(
-                train_data, split_seed, reward_size, bn_calib_size, finetune_pool_size
             )
             self.base_info = {"source": "user module"}
         self.reward_x, self.reward_y = train_x[:reward_size], train_y[:reward_size]
@@ -347,6 +453,11 @@ class PruneEnv(gym.Env):
         self.units = self.engine.units
         self.n_layers = len(self.units)
         self._sizes = np.array([u.size for u in self.units], dtype=np.int64)
+        # The fewest channels (weights) an action can keep: min_keep of the layer rounded up to
+        # the channel step, never below it (rounding must not undercut min_keep), at most all.
+        step = self.channel_round if granularity == "channel" else 1
+        lowest = np.ceil(self.min_keep * self._sizes / step - 1e-9).astype(np.int64) * step
+        self._min_counts = np.clip(lowest, 1, self._sizes)
         self._latency_batch = train_x[: min(latency_batch_size, len(train_x))]
         self._base_cost: dict[str, float] = {}
         for spec in self.specs:
@@ -379,6 +490,7 @@ class PruneEnv(gym.Env):
         self._ranking_version = 0
         self._cache: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
         self.cache_hits = self.cache_misses = 0
+        self.last_evaluation: dict[str, Any] | None = None  # timing and cache hit of the last step
         self.best_feasible_accuracy = -np.inf
         self.channels_last = self.channels_last and self.reward_x.ndim == 4  # images only
         # Only the eval-mode pass runs in NHWC: train-mode BatchNorm (re-calibration, batch
@@ -460,13 +572,18 @@ class PruneEnv(gym.Env):
             base_train_epochs,
             self.device,
             progress=progress,
+            tag=data_tag(dataset, data_dir),
         )
         self.data_info = info
+        reward_size, bn_calib_size = split_sizes(
+            len(train), reward_size, bn_calib_size, self.finetune_steps > 0
+        )
         idx = self._carve(len(train), split_seed, reward_size, bn_calib_size, pool_size)
         x = normalise(train.images[torch.from_numpy(idx)].to(self.device), info)
         y = train.labels[torch.from_numpy(idx)].to(self.device)
         example = x[:1].clone()
-        return base, example, x, y, {**meta, "dataset": dataset, "arch": arch}
+        meta = {**meta, "dataset": dataset, "arch": arch}
+        return base, example, x, y, meta, reward_size, bn_calib_size
 
     def dataset_split(self, split: str) -> Split:
         """The whole ``split`` ("train" or "test") of a registered architecture's data set.
@@ -482,15 +599,51 @@ class PruneEnv(gym.Env):
             return synthetic_split(split, 10, channels, size)
         return load_split(dataset, split, data_dir)
 
-    def _user_data(self, data, split_seed, reward_size, bn_calib_size, pool_size):
-        n = len(data[1]) if isinstance(data, tuple) else len(data)
-        idx = self._carve(n, split_seed, reward_size, bn_calib_size, pool_size)
+    def _user_setup(self, model, example_input, data, split_seed, reward_size, calib, pool):
+        """Check the user's module, example and data; a copy of the module is pruned."""
+        if example_input is None or data is None:
+            raise ValueError("an nn.Module needs example_input= and train_data=")
+        if not isinstance(example_input, torch.Tensor):
+            raise TypeError(
+                "example_input must be a torch.Tensor batch the model accepts, got "
+                f"{type(example_input).__name__}"
+            )
+        if not any(True for _ in model.parameters()):
+            raise ValueError("model has no parameters: there is nothing to prune")
+        # The user's module stays where and as it is: the env prunes its own copy.
+        base = copy.deepcopy(model).to(self.device).eval()
+        example = example_input.to(self.device)
+        try:
+            with torch.no_grad():
+                logits = base(example[:2])
+        except Exception as e:
+            raise ValueError(
+                f"model(example_input) failed for example_input of shape "
+                f"{tuple(example_input.shape)}: {type(e).__name__}: {str(e)[:200]}"
+            ) from e
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            raise ValueError(
+                "model must return logits of shape [batch, classes] for example_input, got "
+                f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)}"
+            )
+        n = _train_data_length(data)
+        reward_size, calib = split_sizes(n, reward_size, calib, self.finetune_steps > 0)
+        idx = self._carve(n, split_seed, reward_size, calib, pool)
         x, y = _tensors_from(data, idx)
-        return x.to(self.device), y.to(self.device)
+        if tuple(x.shape[1:]) != tuple(example.shape[1:]):
+            raise ValueError(
+                f"train_data images have shape {tuple(x.shape[1:])} but example_input samples "
+                f"{tuple(example.shape[1:])}"
+            )
+        classes = logits.shape[1]
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+            raise ValueError(
+                f"train_data labels must lie in [0, {classes}) (the model's {classes} outputs), "
+                f"got labels from {int(y.min())} to {int(y.max())}"
+            )
+        return base, example, x.to(self.device), y.to(self.device), reward_size, calib
 
     def _carve(self, n: int, seed: int, reward: int, calib: int, pool: int) -> np.ndarray:
-        if n < reward:
-            raise ValueError(f"reward_size={reward} but the training set holds only {n} images")
         order = np.random.default_rng(seed).permutation(n)
         want = reward + calib + (pool if self.finetune_steps > 0 else 0)
         return order[: min(n, want)]
@@ -522,7 +675,7 @@ class PruneEnv(gym.Env):
     def _counts(self, ratios: np.ndarray) -> np.ndarray:
         step = self.channel_round if self.granularity == "channel" else 1
         counts = np.round(ratios * self._sizes / step).astype(np.int64) * step
-        return np.clip(counts, np.minimum(step, self._sizes), self._sizes).clip(min=1)
+        return np.clip(counts, self._min_counts, self._sizes)
 
     def _resource_fraction(self, counts: np.ndarray) -> float:
         params, flops = self.engine.resources(counts)
@@ -636,6 +789,9 @@ class PruneEnv(gym.Env):
             }
             return self._observation(), 0.0, False, False, info
         info = self.evaluate(self._actions)
+        # Wall times and cache hits vary between identical episodes: they are kept out of
+        # the step's info (a deterministic function of the actions) and offered here.
+        self.last_evaluation = {"timing": info.pop("timing"), "cache_hit": info.pop("cache_hit")}
         self._step = -1
         obs = np.zeros(self.observation_space.shape, dtype=np.float32)
         if self.mode == "oneshot":
@@ -658,7 +814,7 @@ class PruneEnv(gym.Env):
         counts = self._counts(np.clip(np.asarray(ratios, dtype=np.float64), self.min_keep, 1))
         net = self.engine.build(counts)
         if self.bn_recalibrate != "off" and has_batchnorm(net):
-            use_calib = self.bn_recalibrate == "calib" and len(self.calib_x)
+            use_calib = self.bn_recalibrate == "calib"
             recalibrate_batchnorm(net, self.calib_x if use_calib else self.reward_x)
         self._finetune_steps(net, counts)
         return net.eval()
@@ -670,6 +826,9 @@ class PruneEnv(gym.Env):
         # cached evaluation is exactly what a fresh one would give.
         seed = zlib.crc32(counts.tobytes()) ^ (self.split_seed & 0xFFFFFFFF)
         generator = torch.Generator().manual_seed(seed)
+        # Weight granularity: the zeros the candidate chose stay zero, so the rewarded net
+        # has the sparsity its cost reports.
+        masks = zero_weight_masks(net) if self.granularity == "weight" else []
         finetune(
             net,
             self.pool_x,
@@ -678,6 +837,7 @@ class PruneEnv(gym.Env):
             generator,
             self.finetune_batch_size,
             self.finetune_lr,
+            masks=masks,
         )
 
     def cache_info(self) -> dict[str, int]:
@@ -697,7 +857,7 @@ class PruneEnv(gym.Env):
         if self.cache_size and key in self._cache:
             self._cache.move_to_end(key)
             self.cache_hits += 1
-            info = dict(self._cache[key])
+            info = copy.deepcopy(self._cache[key])  # callers may edit what they get
             info["actions"] = ratios.tolist()
             info["cache_hit"] = True
             info["timing"] = {"total": time.perf_counter() - start}
@@ -709,7 +869,9 @@ class PruneEnv(gym.Env):
             self._log_evaluation(info)
         # An early-stopped reward depends on the best seen so far: never served from the cache.
         if self.cache_size and not info["early_stopped"]:
-            self._cache[key] = {k: v for k, v in info.items() if k not in ("timing", "actions")}
+            self._cache[key] = copy.deepcopy(
+                {k: v for k, v in info.items() if k not in ("timing", "actions")}
+            )
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return info
@@ -724,7 +886,7 @@ class PruneEnv(gym.Env):
         feasible_so_far = all(costs[s.name] <= s.budget for s in self.specs if s.analytic)
         t = time.perf_counter()
         has_bn = has_batchnorm(net)
-        if self.bn_recalibrate == "calib" and len(self.calib_x) and has_bn:
+        if self.bn_recalibrate == "calib" and has_bn:
             recalibrate_batchnorm(net, self.calib_x)
         timing["bn_recalibration"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -137,6 +137,7 @@ class SurrogatePruneEnv(PruneEnv):
             channel_round=task["channel_round"],
             reward_size=1,
             bn_calib_size=0,
+            bn_recalibrate="off",
             cache_size=cache_size,
             device="cpu",
         )
