@@ -458,6 +458,12 @@ class ChannelEngine(_EngineBase):
             merged[key] = (positions, roots)
         return [DimSlice(name, role, pos, roots) for (name, role), (pos, roots) in merged.items()]
 
+    def _reject(self, candidate: _Candidate, reason: str) -> None:
+        """Keep ``candidate`` whole, naming every layer it would have pruned."""
+        others = sorted({s.module for s in candidate.slices if s.role == "out"} - {candidate.root})
+        also = f" (its group also holds {', '.join(others)})" if others else ""
+        self.kept_whole[candidate.root] = reason + also
+
     def _full(self, s: DimSlice) -> int:
         shape = self.shapes[s.module]
         return shape.out_size if s.role == "out" else shape.in_size
@@ -475,8 +481,10 @@ class ChannelEngine(_EngineBase):
                         clash = (s.module, candidates[int(taken[s.positions].max())].root)
                         break
                 if clash:
-                    self.kept_whole[c.root] = (
-                        f"its channels in {clash[0]!r} are also pruned by the group of {clash[1]!r}"
+                    self._reject(
+                        c,
+                        f"its channels in {clash[0]!r} are also pruned by the group of "
+                        f"{clash[1]!r}",
                     )
                     continue
                 index = candidates.index(c)
@@ -489,8 +497,9 @@ class ChannelEngine(_EngineBase):
             broken = self._nonuniform_grouped(accepted)
             if not broken:
                 return accepted
-            for root, reason in broken.items():
-                self.kept_whole[root] = reason
+            for c in candidates:
+                if c.root in broken:
+                    self._reject(c, broken[c.root])
             candidates = [c for c in candidates if c.root not in broken]
 
     def _nonuniform_grouped(self, candidates: list[_Candidate]) -> dict[str, str]:
@@ -532,7 +541,7 @@ class ChannelEngine(_EngineBase):
             if failure is None:
                 accepted.append(c)
             else:
-                self.kept_whole[c.root] = failure
+                self._reject(c, failure)
         self._install(accepted)
         return accepted
 
