@@ -91,6 +91,19 @@ class GroupedNet(nn.Module):
         return self.head(self.c3(self.g(self.c1(x))))
 
 
+class ConcatGroupedNet(nn.Module):
+    """Two branches concatenated into a grouped conv: each branch fills different groups."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = conv_bn(3, 8), conv_bn(3, 8)
+        self.g = conv_bn(16, 12, groups=4)
+        self.head = Head(12)
+
+    def forward(self, x):
+        return self.head(self.g(torch.cat([self.a(x), self.b(x)], 1)))
+
+
 class ShuffleNet(nn.Module):
     """Split, two branches, concat and channel shuffle (ShuffleNetV2)."""
 
@@ -160,6 +173,7 @@ STRUCTURES = [
     (DepthwiseNet, {"dw.0", "dw.1", "pw.0"}),
     (GroupedNet, {"g.0", "c1.0", "c3.0"}),
     (ShuffleNet, {"branch.0.0", "branch.1.0"}),
+    (ConcatGroupedNet, {"g.0", "g.1"}),
     (SENet, {"fc1", "fc2", "c1.0"}),
     (NonAffineNet, {"c1.1", "c2.1"}),
     (ParamScaleNet, {"scale", "c1"}),
@@ -186,7 +200,7 @@ def test_structure_pruned_equals_masked_with_exact_costs(model_cls, pruned_modul
     with torch.no_grad():
         base = model(x)
     for draw in range(4):
-        counts = [1] * len(sizes) if draw == 0 else [int(rng.integers(1, s + 1)) for s in sizes]
+        counts = [1] * len(sizes) if draw == 0 else [int(rng.integers(1, s)) for s in sizes]
         pruned, masked = engine.build(counts), engine.build_masked(counts)
         with torch.no_grad():
             out, ref = pruned(x), masked(x)
@@ -261,3 +275,11 @@ def test_unsliceable_norm_is_kept_whole_with_the_reason():
     assert "GroupNorm" in engine.kept_whole["c1"]
     assert [u.name for u in engine.units] == ["c2.0"]
     assert any("kept whole" in str(w.message) for w in caught)
+
+
+def test_branches_that_fill_different_groups_of_a_grouped_conv_are_kept_whole():
+    _, _, engine, _ = _engine(ConcatGroupedNet)
+    # pruning branch a alone would leave the grouped conv with unequal groups
+    assert "grouped convolution 'g.0'" in engine.kept_whole["a.0"]
+    assert "grouped convolution 'g.0'" in engine.kept_whole["b.0"]
+    assert [u.name for u in engine.units] == ["g.0"]
