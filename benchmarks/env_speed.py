@@ -121,7 +121,7 @@ def timed_episodes(env: gym.Env, ratios_list: list[np.ndarray]) -> list[dict]:
         start = time.perf_counter()
         env.reset(seed=i)
         for r in ratios:
-            _, _, terminated, _, info = env.step(np.array([r], dtype=np.float32))
+            _, _, terminated, _, _ = env.step(np.array([r], dtype=np.float32))
         wall = time.perf_counter() - start
         assert terminated
         out.append({"wall": wall, **env.unwrapped.last_evaluation["timing"]})

@@ -4,6 +4,8 @@ For every architecture (random weights, ``--classes`` outputs, ``--size`` x ``--
 inputs): the number of decision units, the groups kept whole (and why), the lowest FLOPs
 fraction reachable at ``--min-keep``, and three checks at random keep counts: the pruned
 network runs, equals the masked one, and its counted params/MACs equal the analytic ones.
+Then one ModelPrune-v0 episode at ``--min-keep`` (random images): its FLOPs cost must be
+that lowest fraction.
 
     python benchmarks/zoo_check.py                      # the default list
     python benchmarks/zoo_check.py --arch resnet18 regnet_x_400mf --json out.json
@@ -15,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 import warnings
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torchvision
 
+import prune_env  # noqa: F401  (registers the env ids)
 from prune_env.engine import ChannelEngine, measure_resources
 
 DEFAULT_ARCHS = (
@@ -86,8 +89,11 @@ def check(arch: str, classes: int, size: int, min_keep: float, seed: int) -> dic
         worst = max(worst, diff)
         ok_equal &= diff <= 1e-3
         ok_costs &= measure_resources(pruned, x[:1]) == engine.resources(counts)
+    episode_cost = env_episode(model, x, min_keep)
     return {
         "arch": arch,
+        "env_episode_cost": episode_cost,
+        "env_cost_matches": abs(episode_cost - macs / engine.total_macs) < 1e-9,
         "input_size": size,
         "units": len(engine.units),
         "kept_whole": len(engine.kept_whole),
@@ -101,6 +107,31 @@ def check(arch: str, classes: int, size: int, min_keep: float, seed: int) -> dic
     }
 
 
+def env_episode(model: torch.nn.Module, x: torch.Tensor, min_keep: float) -> float:
+    """FLOPs cost of one ModelPrune-v0 episode that asks for ``min_keep`` everywhere."""
+    images = torch.randn(48, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(48) % 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = gym.make(
+            "ModelPrune-v0",
+            model=model,
+            example_input=x[:1],
+            train_data=(images, labels),
+            cost="flops",
+            budget=0.5,
+            min_keep=min_keep,
+            reward_size=32,
+            bn_calib_size=16,
+            device="cpu",
+        )
+    env.reset(seed=0)
+    terminated = False
+    while not terminated:
+        _, _, terminated, _, info = env.step(np.full(env.action_space.shape, min_keep))
+    return float(info["cost"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", nargs="+", default=list(DEFAULT_ARCHS))
@@ -111,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     rows, failed = [], False
-    header = "| arch | units | kept whole | lowest FLOPs | forward | pruned==masked | costs exact | s |"
-    print(header)
-    print("|" + "---|" * 8)
+    columns = ["arch", "units", "kept whole", "lowest FLOPs", "forward", "pruned==masked"]
+    columns += ["costs exact", "env episode", "s"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for arch in args.arch:
         try:
             row = check(arch, args.classes, args.size, args.min_keep, args.seed)
@@ -124,13 +156,18 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             continue
         rows.append(row)
-        good = row["forward"] and row["pruned_equals_masked"] and row["costs_exact"]
+        good = (
+            row["forward"]
+            and row["pruned_equals_masked"]
+            and row["costs_exact"]
+            and row["env_cost_matches"]
+        )
         failed |= not good
         print(
             f"| {arch} | {row['units']} | {row['kept_whole']} | "
             f"{row['lowest_flops_fraction']:.4f} | {row['forward']} | "
             f"{row['pruned_equals_masked']} | {row['costs_exact']} | "
-            f"{row['engine_seconds']:.1f} |",
+            f"{row['env_cost_matches']} | {row['engine_seconds']:.1f} |",
             flush=True,
         )
     for row in rows:

@@ -180,8 +180,16 @@ class PruneEnv(gym.Env):
 
     A "layer" is one decision unit. With ``granularity="channel"`` it is a group of coupled
     channels found by torch-pruning's dependency graph (the convolutions joined by a residual
-    add are one group); the classifier head is never pruned. With ``granularity="weight"`` it is
-    each Conv/Linear weight tensor, head included.
+    add are one group); the classifier head is never pruned. Pruned structures: plain, depthwise
+    and grouped convolutions (a grouped conv loses the same positions in every group), Linear,
+    BatchNorm (affine or not), residual adds, concatenations and splits (DenseNet, Inception,
+    SqueezeNet), squeeze-excite gates and ``nn.Parameter`` tensors used on a channel dimension.
+    A group that reaches anything else (LayerNorm/GroupNorm, transposed convolutions, a channel
+    shuffle torch-pruning cannot map) is kept whole: ``env.engine.kept_whole`` names its root
+    layer and the reason, and one warning says it at construction. Every group is checked
+    there: the pruned network equals the masked one and its counted params/MACs equal the
+    analytic ones (``benchmarks/zoo_check.py`` runs this over torchvision's zoo). With
+    ``granularity="weight"`` a layer is each Conv/Linear weight tensor, head included.
 
     ## Action Space
 
@@ -206,8 +214,8 @@ class PruneEnv(gym.Env):
     | 4   | kernel size                                                             |
     | 5   | stride                                                                  |
     | 6   | output feature-map size (positions)                                     |
-    | 7   | the layer's share of the base parameters                                |
-    | 8   | the layer's share of the base FLOPs                                     |
+    | 7   | share of the base parameters the layer's group prunes (all its tensors) |
+    | 8   | share of the base FLOPs the layer's group prunes                        |
     | 9   | resource fraction kept if every remaining layer is kept whole           |
     | 10  | resource fraction kept if every remaining layer is pruned to min_keep   |
     | 11  | previous action (1 at the first layer)                                  |
@@ -238,10 +246,13 @@ class PruneEnv(gym.Env):
 
     The last step's info also holds ``accuracy``, ``keep_ratios`` (kept fraction per layer),
     ``actions`` (the clipped ratios asked for), ``kept`` (channels or weights kept per layer),
-    ``params``, ``flops``, ``constraint_satisfied``, ``timing`` (seconds per stage),
-    ``cache_hit``, ``early_stopped`` and ``reward_images``. With ``finetune_steps``, the
-    fine-tuning batches are drawn from a generator seeded by the candidate itself, so the
-    reward is a deterministic function of the kept channels.
+    ``params``, ``flops``, ``constraint_satisfied``, ``early_stopped`` and ``reward_images``:
+    a deterministic function of the actions (a cached answer is a private copy). The seconds
+    per stage and whether the cache answered are in ``env.last_evaluation`` (``timing``,
+    ``cache_hit``), and in the dict ``env.evaluate(ratios)`` returns. With ``finetune_steps``,
+    the fine-tuning batches and Dropout masks are drawn from a generator seeded by the
+    candidate itself (the global RNG is left as it was), so the reward is a deterministic
+    function of the kept channels; BatchNorm passes put only BatchNorm in train mode.
 
     ## Starting State
 
@@ -259,7 +270,8 @@ class PruneEnv(gym.Env):
     gym.make("ModelPrune-v0", model=net, example_input=x, train_data=ds, budget=0.5, cost="flops")
     ```
 
-    - ``model``: a registered architecture name (``prune_env.models.MODELS``) or an ``nn.Module``.
+    - ``model``: a registered architecture name (``prune_env.models.MODELS``) or an ``nn.Module``
+      returning logits ``[batch, classes]`` (the env prunes a copy; yours is left as it is).
     - ``example_input``: a batch the module accepts (required with an ``nn.Module``).
     - ``train_data``: the user's training data for an ``nn.Module``: a ``Dataset`` of
       ``(tensor, label)`` already transformed as the model expects, or an ``(images, labels)``
@@ -284,7 +296,10 @@ class PruneEnv(gym.Env):
     - ``min_keep``: smallest keep ratio an action can ask for, in (0, 1].
     - ``channel_round``: round kept channel counts to a multiple of this (hardware-friendly).
     - ``ignored_layers``: names of modules whose output channels are never pruned.
-    - ``reward_size``, ``bn_calib_size``: images in the reward and calibration splits.
+    - ``reward_size``, ``bn_calib_size``: images in the reward and calibration splits. When the
+      training set holds fewer than ``reward_size + bn_calib_size`` images (+1 to fine-tune),
+      both shrink with a warning: calibration to at most a fifth of the images, a fifth kept
+      for fine-tuning when it is on, the reward split the rest (``split_sizes``).
     - ``bn_recalibrate``: how BatchNorm statistics are re-estimated before the reward: True or
       "calib" (default: a forward pass over the ``bn_calib_size`` calibration images), "reward"
       (no separate pass: each reward batch is normalised with its own statistics, so
@@ -306,13 +321,17 @@ class PruneEnv(gym.Env):
       fine-tune images (a property of the task, not of the episode).
     - ``device``: "auto" (CUDA when available), "cpu", "cuda", ...
     - ``progress``: show a progress bar while a base model trains.
+    - ``render_mode``: only None (the env does not render).
     - ``eval_log``: a file to which every fresh evaluation is appended as one JSON line
       (the task, kept channels, keep ratios, accuracy, resource fractions, costs): the data a
       surrogate env learns from (``prune_env.surrogate``).
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version. Revised 2026-11: concat/depthwise/grouped/SE structures pruned,
+      non-affine BatchNorm and channel parameters sliced, ``min_keep`` never undercut by
+      rounding, observation features 7-8 are the group's shares, deterministic step info
+      (``timing``/``cache_hit`` moved to ``last_evaluation``), splits adapt to small data.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}

@@ -1,0 +1,52 @@
+"""Opt-in: channel pruning over torchvision's classification zoo (random weights, 32x32).
+
+Not in the default suite (about a minute on 2 cores): run with ``PRUNE_ENV_SLOW=1 pytest
+tests/test_zoo_slow.py -s``; ``benchmarks/zoo_check.py`` prints the same table for more
+architectures.
+"""
+
+import os
+
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.environ.get("PRUNE_ENV_SLOW"), reason="set PRUNE_ENV_SLOW=1"),
+]
+
+# torch-pruning 1.6's own MagnitudePruner at ratio 0.95 reaches these FLOPs fractions (issue
+# 14); the engine must reach under 10% or no more than that.
+TP_REACHES = {
+    "mobilenet_v2": 0.013,
+    "densenet121": 0.004,
+    "squeezenet1_1": 0.027,
+    "efficientnet_b0": 0.011,
+}
+ARCHS = [
+    "resnet18",
+    "mobilenet_v2",
+    "squeezenet1_1",
+    "densenet121",
+    "shufflenet_v2_x0_5",
+    "efficientnet_b0",
+    "regnet_y_400mf",
+    "resnext50_32x4d",
+    "googlenet",
+    "mnasnet0_5",
+]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_zoo_architecture_prunes(arch):
+    from benchmarks.zoo_check import check
+
+    row = check(arch, classes=10, size=32, min_keep=0.05, seed=0)
+    print(
+        f"{arch}: {row['units']} units, {row['kept_whole']} kept whole, lowest FLOPs "
+        f"{row['lowest_flops_fraction']:.4f}, forward {row['forward']}, pruned==masked "
+        f"{row['pruned_equals_masked']}, costs exact {row['costs_exact']}, env episode "
+        f"cost {row['env_episode_cost']:.4f}"
+    )
+    assert row["forward"] and row["pruned_equals_masked"] and row["costs_exact"]
+    assert row["env_cost_matches"]  # one ModelPrune-v0 episode at min_keep reaches it
+    assert row["lowest_flops_fraction"] < max(0.10, TP_REACHES.get(arch, 0.0))
