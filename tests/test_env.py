@@ -45,6 +45,14 @@ def test_registered_ids_pass_both_env_checkers(env_id):
     assert info["cost"] == pytest.approx(info["params"] / env.unwrapped.engine.total_params)
 
 
+@pytest.mark.parametrize("env_id", ["VGG11Prune-v0", "ResNet56Prune-v0", "LeNet5Prune-v0"])
+def test_oneshot_mode_passes_both_env_checkers(env_id):
+    # the first step ends the episode, so its info must be deterministic (no wall times)
+    env = make(env_id, mode="oneshot", granularity="weight" if "LeNet" in env_id else "channel")
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=False)
+
+
 def test_model_prune_any_module_passes_checkers():
     net = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),
