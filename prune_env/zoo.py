@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -174,12 +175,45 @@ def data_tag(dataset: str, data_dir: str | os.PathLike | None) -> str | None:
     return hashlib.sha1(folder.encode()).hexdigest()[:10]
 
 
+# Base models the package trains never see a held-out part of the training split; the env
+# draws its reward and calibration images from it. The rule's version is in the cache file
+# name, so a checkpoint trained under another rule (or on every image) is never reused.
+HELDOUT_RULE = "ho1"
+HELDOUT_MAX, HELDOUT_FRACTION, HELDOUT_SEED = 5000, 0.1, 0
+
+
+def heldout_indices(n: int, size: int | None = None, seed: int = HELDOUT_SEED) -> np.ndarray:
+    """Sorted indices of the ``n``-image training split held out of base training.
+
+    ``size`` defaults to the rule: a tenth of the split, at most 5000 images (CIFAR-10: 5000
+    of 50000). The same ``n``, ``size`` and ``seed`` always give the same indices.
+    """
+    if size is None:
+        size = min(HELDOUT_MAX, int(n * HELDOUT_FRACTION))
+    if not 0 < size < n:
+        raise ValueError(f"a held-out split of {size} images does not fit {n} training images")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:size])
+
+
+def heldout_from_meta(meta: dict[str, Any], n: int) -> np.ndarray | None:
+    """The held-out indices a checkpoint records, checked against the ``n`` images at hand."""
+    record = meta.get("heldout")
+    if not record:
+        return None
+    if record["of"] != n:
+        raise ValueError(
+            f"the base checkpoint held out {record['size']} of {record['of']} training images, "
+            f"but this training split has {n}: it was trained on other data"
+        )
+    return heldout_indices(n, record["size"], record["seed"])
+
+
 def cache_path(
     arch: str, dataset: str, width_mult: float, epochs: int, tag: str | None = None
 ) -> Path:
     width = "" if width_mult == 1.0 else f"-w{width_mult:g}"
     data = dataset if tag is None else f"{dataset}-{tag}"
-    return home_dir() / "checkpoints" / f"{arch}{width}-{data}-e{epochs}.pt"
+    return home_dir() / "checkpoints" / f"{arch}{width}-{data}-e{epochs}-{HELDOUT_RULE}.pt"
 
 
 def get_base_model(
@@ -203,6 +237,9 @@ def get_base_model(
     ``RECIPES[arch]`` (``train_epochs`` overrides its length) and cache the result atomically.
     ``pretrained=False`` returns the randomly initialised network (for speed tests).
     ``tag`` (``data_tag``) tells data sets of one name apart in the cache file name.
+
+    Training leaves out ``heldout_indices(len(train))`` and records it in the checkpoint's
+    ``heldout`` entry (``heldout_from_meta`` gives the indices back).
     """
     model = build_model(arch, info.num_classes, info.channels, width_mult)
     if checkpoint is not None:
@@ -222,8 +259,11 @@ def get_base_model(
     if train is None:
         raise ValueError(f"no cached {path.name} and no training data to train it")
     model = model.to(device)
+    heldout = heldout_indices(len(train))
+    seen = torch.from_numpy(np.setdiff1d(np.arange(len(train)), heldout))
+    subset = Split(train.images[seen], train.labels[seen], train.classes)
     seconds = train_model(
-        model, train, info, recipe, seed, progress, description=f"training {arch} on {dataset}"
+        model, subset, info, recipe, seed, progress, description=f"training {arch} on {dataset}"
     )
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -234,6 +274,7 @@ def get_base_model(
         "seed": seed,
         "train_seconds": round(seconds, 1),
         "device": str(device),
+        "heldout": {"size": len(heldout), "seed": HELDOUT_SEED, "of": len(train)},
     }
     if test is not None:
         meta["test_accuracy"] = split_accuracy(model, test, info)

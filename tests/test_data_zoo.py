@@ -130,8 +130,9 @@ def test_base_model_is_trained_once_then_cached(home):
     model, meta = get_base_model(
         "lenet5", "synthetic", info, train, test, train_epochs=1, progress=False
     )
-    path = home / "checkpoints" / "lenet5-synthetic-e1.pt"
+    path = home / "checkpoints" / "lenet5-synthetic-e1-ho1.pt"
     assert meta["source"] == str(path) and path.is_file()
+    assert meta["heldout"] == {"size": 12, "seed": 0, "of": 128}
     assert meta["recipe"]["epochs"] == 1 and 0 <= meta["test_accuracy"] <= 1
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     again, meta2 = get_base_model("lenet5", "synthetic", info, None, None, train_epochs=1)
@@ -152,3 +153,25 @@ def test_atomic_save_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
         atomic_torch_save({"a": 2}, target)
     assert torch.load(target) == {"a": 1}
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_base_training_never_sees_the_heldout_split(home, monkeypatch):
+    from prune_env import zoo
+
+    train = synthetic_split("train", 10, 1, 28, n=200)
+    train.images[:, 0, 0, 0] = torch.arange(200, dtype=torch.uint8)  # tag every image
+    info = dataset_info("synthetic", train)
+    seen = []
+    real = zoo.train_model
+
+    def spy(model, split, *args, **kwargs):
+        seen.extend(split.images[:, 0, 0, 0].tolist())
+        return real(model, split, *args, **kwargs)
+
+    monkeypatch.setattr(zoo, "train_model", spy)
+    _, meta = get_base_model("lenet5", "synthetic", info, train, None, train_epochs=1)
+    held = zoo.heldout_from_meta(meta, 200)
+    assert len(held) == 20 and set(seen).isdisjoint(held.tolist())
+    assert sorted(seen + held.tolist()) == list(range(200))
+    with pytest.raises(ValueError, match="trained on other data"):
+        zoo.heldout_from_meta(meta, 300)

@@ -320,3 +320,39 @@ def test_reward_batches_are_near_equal():
         Spy(), torch.zeros(2001, 2), torch.zeros(2001, dtype=torch.long), batch_size=1000
     )
     assert sizes == [667, 667, 667] and seen == 2001 and acc == 1.0
+
+
+def test_reward_images_come_from_the_split_base_training_held_out(home):
+    from prune_env.data import normalise
+    from prune_env.zoo import heldout_indices
+
+    env = gym.make(
+        "LeNet5Prune-v0",
+        dataset="synthetic",
+        base_train_epochs=1,
+        reward_size=64,
+        bn_calib_size=32,
+        device="cpu",
+    ).unwrapped
+    train = env.dataset_split("train")
+    held = heldout_indices(len(train))
+    assert env.task()["heldout"] == len(held) == 204
+    pool = normalise(train.images, env.data_info).flatten(1)
+    used = torch.cat([env.reward_x, env.calib_x]).flatten(1)
+    matches = (used[:, None, :] == pool[None, :, :]).all(-1)
+    # every reward/calibration image is a held-out image (synthetic images are all distinct)
+    assert set(matches.float().argmax(1).tolist()) <= set(held.tolist())
+    assert matches.any(1).all()
+    with pytest.warns(UserWarning, match="records no held-out split"):
+        plain = home / "plain.pt"
+        torch.save(env.base_model.state_dict(), plain)
+        gym.make("LeNet5Prune-v0", dataset="synthetic", checkpoint=plain, **TINY_NO_DATA)
+    explicit = gym.make(
+        "LeNet5Prune-v0", dataset="synthetic", checkpoint=plain, heldout=held, **TINY_NO_DATA
+    ).unwrapped
+    assert explicit.task()["heldout"] == 204
+    with pytest.raises(ValueError, match="heldout must hold distinct indices"):
+        gym.make("LeNet5Prune-v0", dataset="synthetic", heldout=[0, 0], **TINY_NO_DATA)
+
+
+TINY_NO_DATA = {"reward_size": 64, "bn_calib_size": 32, "device": "cpu"}

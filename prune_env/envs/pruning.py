@@ -40,7 +40,7 @@ from prune_env.evaluation import (
     zero_weight_masks,
 )
 from prune_env.models import MODELS
-from prune_env.zoo import data_tag, get_base_model
+from prune_env.zoo import data_tag, get_base_model, heldout_from_meta
 
 MODES = ("layerwise", "oneshot")
 GRANULARITIES = ("channel", "weight")
@@ -375,6 +375,7 @@ class PruneEnv(gym.Env):
         progress: bool = False,
         eval_log: str | os.PathLike | None = None,
         render_mode: str | None = None,
+        heldout: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if render_mode is not None:
@@ -448,6 +449,7 @@ class PruneEnv(gym.Env):
                     bn_calib_size,
                     finetune_pool_size,
                     progress,
+                    heldout,
                 )
             )
         else:
@@ -461,6 +463,7 @@ class PruneEnv(gym.Env):
                 finetune_pool_size,
             )
             self.base_info = {"source": "user module"}
+            self.heldout_size = None
         self.reward_x, self.reward_y = train_x[:reward_size], train_y[:reward_size]
         calib_end = reward_size + bn_calib_size
         self.calib_x = train_x[reward_size:calib_end]
@@ -573,6 +576,7 @@ class PruneEnv(gym.Env):
         bn_calib_size,
         pool_size,
         progress,
+        heldout,
     ):
         self._data_source = (dataset, data_dir, arch)
         train = self.dataset_split("train")
@@ -594,15 +598,48 @@ class PruneEnv(gym.Env):
             tag=data_tag(dataset, data_dir),
         )
         self.data_info = info
-        reward_size, bn_calib_size = split_sizes(
-            len(train), reward_size, bn_calib_size, self.finetune_steps > 0
-        )
-        idx = self._carve(len(train), split_seed, reward_size, bn_calib_size, pool_size)
+        held = self._heldout(heldout, meta, len(train), pretrained or checkpoint is not None)
+        self.heldout_size = None if held is None else len(held)
+        if held is None:
+            reward_size, bn_calib_size = split_sizes(
+                len(train), reward_size, bn_calib_size, self.finetune_steps > 0
+            )
+            idx = self._carve(len(train), split_seed, reward_size, bn_calib_size, pool_size)
+        else:
+            # Reward and calibration images from the held-out part, fine-tuning from the rest.
+            reward_size, bn_calib_size = split_sizes(len(held), reward_size, bn_calib_size, False)
+            order = np.random.default_rng(split_seed).permutation(held)
+            rest = np.setdiff1d(np.arange(len(train)), held)
+            rest = np.random.default_rng(split_seed).permutation(rest)
+            pool = rest[: pool_size if self.finetune_steps > 0 else 0]
+            idx = np.concatenate([order[: reward_size + bn_calib_size], pool])
         x = normalise(train.images[torch.from_numpy(idx)].to(self.device), info)
         y = train.labels[torch.from_numpy(idx)].to(self.device)
         example = x[:1].clone()
         meta = {**meta, "dataset": dataset, "arch": arch}
         return base, example, x, y, meta, reward_size, bn_calib_size
+
+    @staticmethod
+    def _heldout(
+        heldout: Sequence[int] | None, meta: dict[str, Any], n: int, trained: bool
+    ) -> np.ndarray | None:
+        """The training-split indices the base model never saw, or None if unknown."""
+        if heldout is not None:
+            held = np.asarray(heldout)
+            if held.ndim != 1 or held.dtype.kind not in "iu" or len(held) == 0:
+                raise ValueError("heldout must be a non-empty sequence of integer indices")
+            if held.min() < 0 or held.max() >= n or len(np.unique(held)) != len(held):
+                raise ValueError(f"heldout must hold distinct indices in [0, {n})")
+            return np.sort(held.astype(np.int64))
+        held = heldout_from_meta(meta, n)
+        if held is None and trained:
+            warnings.warn(
+                "the base model records no held-out split and heldout= was not given: the "
+                "reward images come from the whole training split, which it may have trained "
+                "on (the reward then measures how much memorisation survives pruning)",
+                stacklevel=4,
+            )
+        return held
 
     def dataset_split(self, split: str) -> Split:
         """The whole ``split`` ("train" or "test") of a registered architecture's data set.
@@ -976,6 +1013,7 @@ class PruneEnv(gym.Env):
             "bn_calib_size": len(self.calib_x),
             "finetune_steps": self.finetune_steps,
             "split_seed": self.split_seed,
+            "heldout": self.heldout_size,
             "sizes": self._sizes.tolist(),
         }
 
