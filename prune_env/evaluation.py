@@ -122,7 +122,65 @@ def wilson_upper(correct: int, seen: int, z: float) -> float:
     return min(1.0, (centre + spread) / denom)
 
 
+REWARDS = ("accuracy", "neg_ce", "agreement", "neg_kl")
+
+
 @torch.no_grad()
+def reward_metrics(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 1000,
+    batch_stats: bool = False,
+    stop_below: float | None = None,
+    z: float = 3.0,
+    base_log_probs: torch.Tensor | None = None,
+) -> tuple[dict[str, float], int]:
+    """Every reward variant from one pass over ``images``; returns (metrics, images seen).
+
+    - ``accuracy``: top-1 accuracy;
+    - ``neg_ce``: minus the mean cross-entropy with ``labels``;
+    - ``agreement``: share of images whose top-1 class is the base model's (needs
+      ``base_log_probs``, the base model's log-softmax outputs on the same images; no labels);
+    - ``neg_kl``: minus the mean KL divergence from the base model's output distribution to
+      the pruned one's (needs ``base_log_probs``; no labels).
+
+    ``batch_stats``: BatchNorm layers normalise with the statistics of each batch and keep the
+    cumulative average as their running statistics, so re-calibration and evaluation share one
+    forward pass. ``stop_below``: stop as soon as the Wilson upper bound (``z`` standard
+    deviations) of the accuracy over all images falls below this value; the metrics of the
+    images seen so far are returned.
+    """
+    n = len(labels)
+    # Near-equal batches: with batch statistics, a tiny last batch would be normalised badly.
+    bounds = np.linspace(0, n, max(1, math.ceil(n / batch_size)) + 1).round().astype(int)
+    correct = agree = seen = 0
+    ce = kl = 0.0
+    use_batch_stats = batch_stats and has_batchnorm(model)
+    mode = _cumulative_bn_stats(model) if use_batch_stats else nullcontext(model.eval())
+    with mode:
+        for start, end in itertools.pairwise(bounds):
+            logits = model(images[start:end]).float()
+            y = labels[start:end]
+            log_probs = torch.log_softmax(logits, dim=1)
+            correct += int((logits.argmax(1) == y).sum())
+            ce -= float(log_probs.gather(1, y[:, None]).sum())
+            if base_log_probs is not None:
+                base = base_log_probs[start:end].to(log_probs.device)
+                agree += int((logits.argmax(1) == base.argmax(1)).sum())
+                kl += float((base.exp() * (base - log_probs)).sum())
+            seen = int(end)
+            if stop_below is not None and seen < n:
+                upper_rest = wilson_upper(correct, seen, z)
+                if (correct + upper_rest * (n - seen)) / n < stop_below:
+                    break
+    count = max(seen, 1)
+    metrics = {"accuracy": correct / count, "neg_ce": -ce / count}
+    if base_log_probs is not None:
+        metrics.update(agreement=agree / count, neg_kl=-kl / count)
+    return metrics, seen
+
+
 def reward_accuracy(
     model: nn.Module,
     images: torch.Tensor,
@@ -132,27 +190,6 @@ def reward_accuracy(
     stop_below: float | None = None,
     z: float = 3.0,
 ) -> tuple[float, int]:
-    """Accuracy on ``images``, with the env's two speed options; returns (accuracy, images seen).
-
-    ``batch_stats``: BatchNorm layers normalise with the statistics of each batch and keep the
-    cumulative average as their running statistics, so re-calibration and evaluation share one
-    forward pass. ``stop_below``: stop as soon as the Wilson upper bound (``z`` standard
-    deviations) of the accuracy over all images falls below this value; the accuracy of the
-    images seen so far is returned.
-    """
-    n = len(labels)
-    # Near-equal batches: with batch statistics, a tiny last batch would be normalised badly.
-    bounds = np.linspace(0, n, max(1, math.ceil(n / batch_size)) + 1).round().astype(int)
-    correct = seen = 0
-    use_batch_stats = batch_stats and has_batchnorm(model)
-    mode = _cumulative_bn_stats(model) if use_batch_stats else nullcontext(model.eval())
-    with mode:
-        for start, end in itertools.pairwise(bounds):
-            logits = model(images[start:end])
-            correct += int((logits.argmax(1) == labels[start:end]).sum())
-            seen = int(end)
-            if stop_below is not None and seen < n:
-                upper_rest = wilson_upper(correct, seen, z)
-                if (correct + upper_rest * (n - seen)) / n < stop_below:
-                    break
-    return correct / max(seen, 1), seen
+    """Accuracy on ``images`` (see ``reward_metrics``); returns (accuracy, images seen)."""
+    metrics, seen = reward_metrics(model, images, labels, batch_size, batch_stats, stop_below, z)
+    return metrics["accuracy"], seen

@@ -97,3 +97,46 @@ def test_cache_hit_equals_a_fresh_evaluation(trained):
         hit, new = cached.evaluate(ratios), fresh.evaluate(ratios)
         assert hit["accuracy"] == new["accuracy"] and hit["kept"] == new["kept"]
     assert cached.cache_info()["hits"] == 1
+
+
+def test_every_reward_variant_equals_a_hand_computation(trained):
+    import torch.nn.functional as F
+
+    env = make(trained, cache_size=0)
+    ratios = np.full(env.n_layers, 0.5)
+    info = env.evaluate(ratios)
+    net = env.engine.build(info["kept"])
+    recalibrate_batchnorm(net, env.calib_x)
+    with torch.no_grad():
+        logits = net(env.reward_x)
+        base = env.base_model(env.reward_x)
+    log_p, log_q = F.log_softmax(base, 1), F.log_softmax(logits, 1)
+    by_hand = {
+        "accuracy": (logits.argmax(1) == env.reward_y).float().mean().item(),
+        "neg_ce": -F.cross_entropy(logits, env.reward_y).item(),
+        "agreement": (logits.argmax(1) == base.argmax(1)).float().mean().item(),
+        "neg_kl": -F.kl_div(log_q, log_p, log_target=True, reduction="batchmean").item(),
+    }
+    for name, value in by_hand.items():
+        assert info["reward_metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    assert info["reward"] == info["accuracy"]
+    for name in by_hand:
+        variant = make(trained, reward=name, cache_size=0)
+        variant.reset(seed=0)
+        terminated = False
+        while not terminated:
+            _, reward, terminated, _, step_info = variant.step(np.array([0.5]))
+        assert (
+            reward
+            == step_info["reward_metrics"][name]
+            == pytest.approx(by_hand[name], rel=1e-4, abs=1e-6)
+        )
+        assert variant.task()["reward"] == name
+    # a cached reward equals a fresh one for every variant
+    cached = make(trained, reward="neg_kl")
+    first, hit = cached.evaluate(ratios), cached.evaluate(ratios)
+    assert hit["cache_hit"] and hit["reward_metrics"] == first["reward_metrics"]
+    with pytest.raises(ValueError, match="unknown reward"):
+        make(trained, reward="loss")
+    with pytest.raises(ValueError, match="early_stop"):
+        make(trained, reward="agreement", early_stop=True)

@@ -32,11 +32,12 @@ from prune_env.data import (
 )
 from prune_env.engine import IMPORTANCES, make_engine
 from prune_env.evaluation import (
+    REWARDS,
     accuracy,
     finetune,
     has_batchnorm,
     recalibrate_batchnorm,
-    reward_accuracy,
+    reward_metrics,
     zero_weight_masks,
 )
 from prune_env.models import MODELS
@@ -227,10 +228,22 @@ class PruneEnv(gym.Env):
 
     ## Reward
 
-    0 at every step but the last; at the last step, the top-1 accuracy (in [0, 1]) of the
-    pruned network on ``reward_size`` images carved from the training set (never the test set),
-    after BatchNorm re-calibration on ``bn_calib_size`` other training images and
-    ``finetune_steps`` SGD steps on the rest of the training set.
+    0 at every step but the last; at the last step, a score of the pruned network on
+    ``reward_size`` images carved from the training set (never the test set), after BatchNorm
+    re-calibration on ``bn_calib_size`` other training images and ``finetune_steps`` SGD steps
+    on the rest of the training set. ``reward`` picks the score: "accuracy" (top-1, in [0, 1];
+    the default), "neg_ce" (minus the mean cross-entropy), "agreement" (share of images where
+    the pruned network's top-1 class is the base network's; needs no labels) or "neg_kl"
+    (minus the mean KL divergence from the base network's outputs; no labels). All four come
+    from the same forward pass and are reported in ``info["reward_metrics"]``.
+
+    The reward images should be images the base network did not train on: a network is near
+    100% on its own training images, and the reward would then measure how much memorisation
+    survives pruning. Base models the package trains hold out a tenth of the training split
+    (at most 5000 images, recorded in the checkpoint) and the reward and calibration images are
+    drawn from it; for a user checkpoint of a registered architecture, ``heldout=`` names the
+    held-out indices (without it, and without a record, the whole split is used and a warning
+    says so). With ``ModelPrune-v0``, ``train_data`` is used as given: pass held-out data.
 
     ## Cost
 
@@ -246,7 +259,8 @@ class PruneEnv(gym.Env):
 
     The last step's info also holds ``accuracy``, ``keep_ratios`` (kept fraction per layer),
     ``actions`` (the clipped ratios asked for), ``kept`` (channels or weights kept per layer),
-    ``params``, ``flops``, ``constraint_satisfied``, ``early_stopped`` and ``reward_images``:
+    ``params``, ``flops``, ``constraint_satisfied``, ``early_stopped``, ``reward_images``,
+    ``reward`` (the step's reward) and ``reward_metrics`` (every variant):
     a deterministic function of the actions (a cached answer is a private copy). The seconds
     per stage and whether the cache answered are in ``env.last_evaluation`` (``timing``,
     ``cache_hit``), and in the dict ``env.evaluate(ratios)`` returns. With ``finetune_steps``,
@@ -322,6 +336,9 @@ class PruneEnv(gym.Env):
     - ``device``: "auto" (CUDA when available), "cpu", "cuda", ...
     - ``progress``: show a progress bar while a base model trains.
     - ``render_mode``: only None (the env does not render).
+    - ``reward``: "accuracy" (default), "neg_ce", "agreement" or "neg_kl" (see Reward).
+    - ``heldout``: indices of the training split the base model never saw (a user checkpoint
+      of a registered architecture); reward and calibration images are drawn from them.
     - ``eval_log``: a file to which every fresh evaluation is appended as one JSON line
       (the task, kept channels, keep ratios, accuracy, resource fractions, costs): the data a
       surrogate env learns from (``prune_env.surrogate``).
@@ -376,6 +393,7 @@ class PruneEnv(gym.Env):
         eval_log: str | os.PathLike | None = None,
         render_mode: str | None = None,
         heldout: Sequence[int] | None = None,
+        reward: str = "accuracy",
     ) -> None:
         super().__init__()
         if render_mode is not None:
@@ -391,6 +409,11 @@ class PruneEnv(gym.Env):
         ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}; expected one of {REWARDS}")
+        if early_stop and reward != "accuracy":
+            raise ValueError("early_stop bounds the accuracy: it needs reward='accuracy'")
+        self.reward_kind = reward
         if _bn_mode(bn_recalibrate) == "calib" and int(bn_calib_size) < 1:
             raise ValueError(
                 "bn_calib_size must be >= 1 with bn_recalibrate='calib' (the default); use "
@@ -492,6 +515,15 @@ class PruneEnv(gym.Env):
                 if not self._base_cost[spec.name] > 0:
                     raise ValueError(f"cost {spec.name!r} of the base model must be > 0")
         self.base_accuracy = accuracy(base, self.reward_x, self.reward_y, eval_batch_size)
+        # The base model's outputs on the reward images: what "agreement" and "neg_kl" compare
+        # a pruned network with (no labels needed).
+        with torch.no_grad():
+            self._base_log_probs = torch.cat(
+                [
+                    torch.log_softmax(base(self.reward_x[i : i + eval_batch_size]).float(), 1)
+                    for i in range(0, len(self.reward_x), eval_batch_size)
+                ]
+            )
         self._static = self._static_features()
         self.setup_seconds = time.perf_counter() - setup_start
         self.eval_log = None if eval_log is None else Path(eval_log)
@@ -852,7 +884,7 @@ class PruneEnv(gym.Env):
         obs = np.zeros(self.observation_space.shape, dtype=np.float32)
         if self.mode == "oneshot":
             obs = self._observation()
-        return obs, info["accuracy"], True, False, info
+        return obs, info["reward"], True, False, info
 
     # ----------------------------------------------------------------- evaluation
     def prune(self, ratios: Sequence[float]) -> nn.Module:
@@ -963,7 +995,7 @@ class PruneEnv(gym.Env):
         if self.channels_last and not batch_stats:
             net = net.to(memory_format=torch.channels_last)
             images = self._reward_x_eval
-        acc, seen = reward_accuracy(
+        metrics, seen = reward_metrics(
             net,
             images,
             self.reward_y,
@@ -971,7 +1003,9 @@ class PruneEnv(gym.Env):
             batch_stats,
             stop_below,
             self.early_stop_z,
+            self._base_log_probs,
         )
+        acc = metrics["accuracy"]
         timing["evaluation"] = time.perf_counter() - t
         timing["total"] = time.perf_counter() - start
         satisfied = all(costs[s.name] <= s.budget for s in self.specs)
@@ -985,6 +1019,8 @@ class PruneEnv(gym.Env):
             "cost_limit": self.budget,
             "cost_limits": self._limits(),
             "accuracy": acc,
+            "reward": metrics[self.reward_kind],
+            "reward_metrics": metrics,
             "keep_ratios": (counts / self._sizes).tolist(),
             "kept": counts.tolist(),
             "params": int(params),
@@ -1008,6 +1044,7 @@ class PruneEnv(gym.Env):
             "importance": self.importance,
             "min_keep": self.min_keep,
             "channel_round": self.channel_round,
+            "reward": self.reward_kind,
             "reward_size": len(self.reward_y),
             "bn_recalibrate": self.bn_recalibrate,
             "bn_calib_size": len(self.calib_x),
@@ -1026,6 +1063,7 @@ class PruneEnv(gym.Env):
             "kept": info["kept"],
             "keep_ratios": info["keep_ratios"],
             "accuracy": info["accuracy"],
+            "reward_metrics": info["reward_metrics"],
             "reward_images": info["reward_images"],
             "early_stopped": info["early_stopped"],
             "params_fraction": params / self.engine.total_params,

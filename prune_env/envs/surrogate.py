@@ -169,6 +169,8 @@ class SurrogatePruneEnv(PruneEnv):
             "cost_limit": self.budget,
             "cost_limits": self._limits(),
             "accuracy": accuracy,
+            "reward": accuracy,
+            "reward_metrics": {"accuracy": accuracy},
             "keep_ratios": (counts / self._sizes).tolist(),
             "kept": counts.tolist(),
             "params": int(params),
