@@ -228,3 +228,20 @@ def test_synthetic_fallback_with_default_sizes_builds():
             "VGG11Prune-v0", dataset="synthetic", pretrained=False, width_mult=0.125, device="cpu"
         ).unwrapped
     assert len(env.reward_y) == 1920 and len(env.calib_x) == 128  # 2048 synthetic images
+
+
+def test_infeasible_candidates_can_be_scored_on_fewer_images():
+    from prune_env.evaluation import accuracy
+
+    env = make(budget=0.3, infeasible_reward_size=10, cache_size=0)
+    infeasible, feasible = np.full(env.n_layers, 1.0), np.full(env.n_layers, 0.2)
+    info = env.evaluate(infeasible)
+    assert not info["constraint_satisfied"] and info["reward_images"] == 10
+    assert not info["early_stopped"]
+    net = env.pruned_network(infeasible)
+    assert info["accuracy"] == accuracy(net, env.reward_x[:10], env.reward_y[:10])
+    info = env.evaluate(feasible)
+    assert info["constraint_satisfied"] and info["reward_images"] == 64
+    assert make(budget=0.3).evaluate(infeasible)["reward_images"] == 64  # default: all
+    with pytest.raises(ValueError, match="infeasible_reward_size"):
+        make(infeasible_reward_size=0)

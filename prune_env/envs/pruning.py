@@ -337,6 +337,9 @@ class PruneEnv(gym.Env):
     - ``progress``: show a progress bar while a base model trains.
     - ``render_mode``: only None (the env does not render).
     - ``reward``: "accuracy" (default), "neg_ce", "agreement" or "neg_kl" (see Reward).
+    - ``infeasible_reward_size``: score a candidate whose analytic costs (params, flops)
+      already break a budget on only this many reward images (``info["reward_images"]``
+      says how many); None (default) scores every candidate on all of them.
     - ``heldout``: indices of the training split the base model never saw (a user checkpoint
       of a registered architecture); reward and calibration images are drawn from them.
     - ``eval_log``: a file to which every fresh evaluation is appended as one JSON line
@@ -394,6 +397,7 @@ class PruneEnv(gym.Env):
         render_mode: str | None = None,
         heldout: Sequence[int] | None = None,
         reward: str = "accuracy",
+        infeasible_reward_size: int | None = None,
     ) -> None:
         super().__init__()
         if render_mode is not None:
@@ -414,6 +418,11 @@ class PruneEnv(gym.Env):
         if early_stop and reward != "accuracy":
             raise ValueError("early_stop bounds the accuracy: it needs reward='accuracy'")
         self.reward_kind = reward
+        if infeasible_reward_size is not None and int(infeasible_reward_size) < 1:
+            raise ValueError(
+                f"infeasible_reward_size must be None or >= 1, got {infeasible_reward_size!r}"
+            )
+        self.infeasible_reward_size = infeasible_reward_size
         if _bn_mode(bn_recalibrate) == "calib" and int(bn_calib_size) < 1:
             raise ValueError(
                 "bn_calib_size must be >= 1 with bn_recalibrate='calib' (the default); use "
@@ -995,21 +1004,25 @@ class PruneEnv(gym.Env):
         if self.channels_last and not batch_stats:
             net = net.to(memory_format=torch.channels_last)
             images = self._reward_x_eval
+        # A candidate its analytic costs already rule out may be scored on fewer images.
+        n = len(self.reward_y)
+        if not feasible_so_far and self.infeasible_reward_size is not None:
+            n = min(n, self.infeasible_reward_size)
         metrics, seen = reward_metrics(
             net,
-            images,
-            self.reward_y,
+            images[:n],
+            self.reward_y[:n],
             self.eval_batch_size,
             batch_stats,
             stop_below,
             self.early_stop_z,
-            self._base_log_probs,
+            self._base_log_probs[:n],
         )
         acc = metrics["accuracy"]
         timing["evaluation"] = time.perf_counter() - t
         timing["total"] = time.perf_counter() - start
         satisfied = all(costs[s.name] <= s.budget for s in self.specs)
-        early_stopped = seen < len(self.reward_y)
+        early_stopped = seen < n
         if satisfied and not early_stopped:
             self.best_feasible_accuracy = max(self.best_feasible_accuracy, acc)
         first = self.specs[0].name
@@ -1049,6 +1062,7 @@ class PruneEnv(gym.Env):
             "bn_recalibrate": self.bn_recalibrate,
             "bn_calib_size": len(self.calib_x),
             "finetune_steps": self.finetune_steps,
+            "infeasible_reward_size": self.infeasible_reward_size,
             "split_seed": self.split_seed,
             "heldout": self.heldout_size,
             "sizes": self._sizes.tolist(),

@@ -1,0 +1,292 @@
+"""Does the search reward predict the fine-tuned network? An EagleEye-style fidelity study.
+
+    python benchmarks/fidelity.py --out benchmarks/results/fidelity_vgg16_quick
+    python benchmarks/fidelity.py --env ResNet56Prune-v0 --out benchmarks/results/fidelity_r56
+
+On the quick task of ``--env`` (width 0.25, 3-epoch base with its held-out split, as
+``train.py --preset quick``), ``--candidates`` feasible candidates per budget: random keep
+ratios pushed onto the budget (as random_search draws them), plus, with ``--search-logs``,
+feasible episodes of committed searches. Each candidate is
+
+- scored by every reward variant, timed per evaluation: the env's reward as configured
+  today (1000 reward images, BatchNorm re-calibration) with its four metrics from one pass
+  (accuracy, neg_ce, agreement, neg_kl), the same after k in ``--finetune-steps`` SGD steps
+  (the paper's 32 and 128), and accuracy on every held-out image (``--large-reward-size``);
+- fine-tuned the way train.py fine-tunes (``--finetune-epochs`` over the whole training
+  split, same recipe and seed) and measured on the test split: the ground truth.
+
+Per variant: Kendall tau and Spearman correlation with the fine-tuned accuracy (scipy),
+top-5 overlap, and seconds per evaluation. Each candidate is one JSON in ``OUT/candidates/``
+(a re-run skips finished ones); ``OUT/summary.json``, ``OUT/table.md`` and
+``OUT/fidelity_b<budget>.png`` (one scatter per variant) are rewritten at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+QUICK = {"width_mult": 0.25, "base_train_epochs": 3, "reward_size": 1000, "device": "cpu"}
+METRICS = ("accuracy", "neg_ce", "agreement", "neg_kl")
+
+
+def make_env(env_id: str, **overrides: Any):
+    import gymnasium as gym
+
+    import prune_env  # noqa: F401  (registers the ids)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return gym.make(env_id, **{**QUICK, "cache_size": 0, **overrides}).unwrapped
+
+
+# ----------------------------------------------------------------------------- candidates
+def random_candidates(env, budget: float, n: int, seed: int) -> list[list[float]]:
+    """Uniform keep ratios shrunk toward min_keep until they fit the budget (random_search)."""
+    rng = np.random.default_rng(seed)
+    low, out = env.min_keep, []
+    while len(out) < n:
+        r = rng.uniform(low, 1.0, size=env.n_layers)
+        lo, hi = 0.0, 1.0
+        for _ in range(30):  # the largest t in [0, 1] whose candidate fits
+            t = (lo + hi) / 2
+            if env.analytic_costs(low + t * (r - low))[env.specs[0].name] <= budget:
+                lo = t
+            else:
+                hi = t
+        ratios = env.snap(low + lo * (r - low))
+        if env.analytic_costs(ratios)[env.specs[0].name] <= budget:
+            out.append(ratios.tolist())
+    return out
+
+
+def logged_candidates(paths: list[str], env, budget: float, n: int) -> list[list[float]]:
+    """Feasible, distinct episodes of committed searches (their keep ratios)."""
+    seen, out = set(), []
+    for path in paths:
+        with gzip.open(path, "rt") as f:
+            episodes = [json.loads(line) for line in f]
+        for ep in episodes:
+            ratios = ep.get("keep_ratios")
+            if ratios is None or len(ratios) != env.n_layers:
+                continue
+            cost = env.analytic_costs(ratios)[env.specs[0].name]
+            key = tuple(np.round(ratios, 6))
+            if cost <= budget and key not in seen:
+                seen.add(key)
+                out.append(list(ratios))
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(out))[:n]
+    return [out[i] for i in sorted(idx)]
+
+
+# ----------------------------------------------------------------------------- one candidate
+_ENVS: dict[str, Any] = {}
+
+
+def _init_worker(env_id: str, variants: dict[str, dict[str, Any]], threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    for name, overrides in variants.items():
+        _ENVS[name] = make_env(env_id, **overrides)
+
+
+def score_candidate(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from prune_env.pruned import finetune_pruned
+    from prune_env.zoo import split_accuracy
+
+    ratios = np.asarray(job["ratios"])
+    row: dict[str, Any] = {**job, "variants": {}}
+    for name, env in _ENVS.items():
+        start = time.perf_counter()
+        info = env.evaluate(ratios)
+        seconds = time.perf_counter() - start
+        row["variants"][name] = {"metrics": info["reward_metrics"], "seconds": seconds}
+        row["cost"], row["kept"] = info["cost"], info["kept"]
+    env = _ENVS["today"]
+    net = env.pruned_network(ratios)
+    start = time.perf_counter()
+    train, test = env.dataset_split("train"), env.dataset_split("test")
+    finetune_pruned(
+        net,
+        train,
+        env.data_info,
+        env.base_info["arch"],
+        job["finetune_epochs"],
+        0.01,
+        seed=0,
+        progress=False,
+    )
+    row["finetune_seconds"] = time.perf_counter() - start
+    row["finetuned_test_accuracy"] = split_accuracy(net, test, env.data_info)
+    row["threads"] = torch.get_num_threads()
+    return row
+
+
+# ----------------------------------------------------------------------------- summary
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from scipy.stats import kendalltau, spearmanr
+
+    truth = np.array([r["finetuned_test_accuracy"] for r in rows])
+    top_truth = set(np.argsort(-truth, kind="stable")[:5].tolist())
+    out: dict[str, Any] = {
+        "candidates": len(rows),
+        "finetuned_accuracy": {"min": truth.min(), "max": truth.max(), "mean": truth.mean()},
+        "variants": {},
+    }
+    for variant in rows[0]["variants"]:
+        for metric in rows[0]["variants"][variant]["metrics"]:
+            score = np.array([r["variants"][variant]["metrics"][metric] for r in rows])
+            top = set(np.argsort(-score, kind="stable")[:5].tolist())
+            seconds = np.mean([r["variants"][variant]["seconds"] for r in rows])
+            out["variants"][f"{variant}:{metric}"] = {
+                "kendall_tau": float(kendalltau(score, truth).statistic),
+                "spearman": float(spearmanr(score, truth).statistic),
+                "top5_overlap": len(top & top_truth),
+                "seconds_per_evaluation": float(seconds),
+                # the candidate this reward would keep, and what it reached after fine-tuning
+                "chosen_finetuned_accuracy": float(truth[int(np.argmax(score))]),
+            }
+    return out
+
+
+def write_outputs(out: Path, rows: list[dict[str, Any]], budgets: list[float]) -> None:
+    summary = {}
+    lines = []
+    for budget in budgets:
+        chosen = [r for r in rows if r["budget"] == budget]
+        if len(chosen) < 3:
+            continue
+        s = summarise(chosen)
+        summary[f"{budget:g}"] = s
+        lines += [
+            f"### budget {budget:g}: {s['candidates']} candidates, fine-tuned test accuracy "
+            f"{s['finetuned_accuracy']['min']:.3f} to {s['finetuned_accuracy']['max']:.3f}",
+            "",
+            "| reward variant | Kendall tau | Spearman | top-5 overlap | s / evaluation "
+            "| fine-tuned acc. of its best |",
+            "|---|---|---|---|---|---|",
+        ]
+        ranked = sorted(s["variants"].items(), key=lambda kv: -kv[1]["kendall_tau"])
+        for name, v in ranked:
+            lines.append(
+                f"| {name} | {v['kendall_tau']:.3f} | {v['spearman']:.3f} | "
+                f"{v['top5_overlap']}/5 | {v['seconds_per_evaluation']:.2f} | "
+                f"{v['chosen_finetuned_accuracy']:.3f} |"
+            )
+        lines.append("")
+        plot(out / f"fidelity_b{budget:g}.png", chosen, budget)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def plot(path: Path, rows: list[dict[str, Any]], budget: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [(v, m) for v in rows[0]["variants"] for m in rows[0]["variants"][v]["metrics"]]
+    cols = 4
+    fig, axes = plt.subplots(
+        -(-len(names) // cols), cols, figsize=(4 * cols, 3.2 * -(-len(names) // cols))
+    )
+    truth = [r["finetuned_test_accuracy"] for r in rows]
+    for ax, (variant, metric) in zip(np.ravel(axes), names, strict=False):
+        score = [r["variants"][variant]["metrics"][metric] for r in rows]
+        ax.scatter(score, truth, s=12)
+        ax.set_title(f"{variant}: {metric}", fontsize=9)
+        ax.set_ylabel("fine-tuned test acc.", fontsize=8)
+    for ax in np.ravel(axes)[len(names) :]:
+        ax.axis("off")
+    fig.suptitle(f"reward variants vs accuracy after fine-tuning, budget {budget:g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="VGG16Prune-v0")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.2])
+    parser.add_argument("--candidates", type=int, default=50, help="random ones per budget")
+    parser.add_argument("--search-logs", nargs="*", default=[], help="episodes.jsonl.gz files")
+    parser.add_argument("--logged", type=int, default=0, help="logged candidates per budget")
+    parser.add_argument("--finetune-steps", type=int, nargs="*", default=[32, 128])
+    parser.add_argument("--large-reward-size", type=int, default=4800)
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    (out / "candidates").mkdir(parents=True, exist_ok=True)
+    base = make_env(args.env)  # trains and caches the base model once, before the workers
+    print(f"base: {base.base_info.get('source')}, held out {base.heldout_size} images")
+    jobs = []
+    for budget in args.budgets:
+        cands = [("random", r) for r in random_candidates(base, budget, args.candidates, 0)]
+        if args.logged:
+            logged = logged_candidates(args.search_logs, base, budget, args.logged)
+            cands += [("search", r) for r in logged]
+        for i, (source, ratios) in enumerate(cands):
+            name = f"b{budget:g}_{source}_{i:03d}"
+            jobs.append(
+                {
+                    "name": name,
+                    "budget": budget,
+                    "source": source,
+                    "ratios": ratios,
+                    "finetune_epochs": args.finetune_epochs,
+                }
+            )
+    todo = [j for j in jobs if not (out / "candidates" / f"{j['name']}.json").is_file()]
+    print(f"{len(jobs)} candidates, {len(todo)} to score, {args.jobs} processes", flush=True)
+    variants: dict[str, dict[str, Any]] = {"today": {}}
+    for k in args.finetune_steps:
+        variants[f"finetune{k}"] = {"finetune_steps": k}
+    if args.large_reward_size:
+        variants[f"reward{args.large_reward_size}"] = {
+            "reward_size": args.large_reward_size,
+            "bn_calib_size": 128,
+        }
+    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    start = time.perf_counter()
+    with ProcessPoolExecutor(
+        args.jobs, initializer=_init_worker, initargs=(args.env, variants, threads)
+    ) as pool:
+        for done, row in enumerate(pool.map(score_candidate, todo), 1):
+            path = out / "candidates" / f"{row['name']}.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(row))
+            tmp.replace(path)
+            print(
+                f"[{done}/{len(todo)}] {row['name']}: cost {row['cost']:.3f}, reward "
+                f"{row['variants']['today']['metrics']['accuracy']:.3f}, fine-tuned "
+                f"{row['finetuned_test_accuracy']:.3f} ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+    rows = [json.loads(p.read_text()) for p in sorted((out / "candidates").glob("*.json"))]
+    rows = [r for r in rows if any(r["name"] == j["name"] for j in jobs)]
+    meta = {"env": args.env, "quick": QUICK, "variants": variants, "args": vars(args)}
+    (out / "config.json").write_text(json.dumps(meta, indent=1))
+    write_outputs(out, rows, args.budgets)
+
+
+if __name__ == "__main__":
+    main()
