@@ -108,13 +108,17 @@ def score_candidate(job: dict[str, Any]) -> dict[str, Any]:
     from prune_env.zoo import split_accuracy
 
     ratios = np.asarray(job["ratios"])
-    row: dict[str, Any] = {**job, "variants": {}}
+    row: dict[str, Any] = job.pop("existing", None) or {**job, "variants": {}}
     for name, env in _ENVS.items():
+        if name in row["variants"]:
+            continue
         start = time.perf_counter()
         info = env.evaluate(ratios)
         seconds = time.perf_counter() - start
         row["variants"][name] = {"metrics": info["reward_metrics"], "seconds": seconds}
         row["cost"], row["kept"] = info["cost"], info["kept"]
+    if "finetuned_test_accuracy" in row:
+        return row
     env = _ENVS["today"]
     net = env.pruned_network(ratios)
     start = time.perf_counter()
@@ -230,6 +234,11 @@ def main() -> None:
     parser.add_argument("--large-reward-size", type=int, default=4800)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--extra-variants",
+        default="{}",
+        help="more variants as JSON {name: env kwargs}; scored on finished candidates too",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -255,8 +264,6 @@ def main() -> None:
                     "finetune_epochs": args.finetune_epochs,
                 }
             )
-    todo = [j for j in jobs if not (out / "candidates" / f"{j['name']}.json").is_file()]
-    print(f"{len(jobs)} candidates, {len(todo)} to score, {args.jobs} processes", flush=True)
     variants: dict[str, dict[str, Any]] = {"today": {}}
     for k in args.finetune_steps:
         variants[f"finetune{k}"] = {"finetune_steps": k}
@@ -265,6 +272,17 @@ def main() -> None:
             "reward_size": args.large_reward_size,
             "bn_calib_size": 128,
         }
+    variants.update(json.loads(args.extra_variants))
+    todo = []
+    for job in jobs:
+        path = out / "candidates" / f"{job['name']}.json"
+        if path.is_file():
+            existing = json.loads(path.read_text())
+            if set(variants) <= set(existing["variants"]):
+                continue
+            job["existing"] = existing  # only its missing variants are scored
+        todo.append(job)
+    print(f"{len(jobs)} candidates, {len(todo)} to score, {args.jobs} processes", flush=True)
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
     start = time.perf_counter()
     with ProcessPoolExecutor(

@@ -371,6 +371,11 @@ class ChannelEngine(_EngineBase):
                     )
                 size = channels // conv_groups
                 if size < 2:
+                    if channels >= 2:
+                        raise _KeptWhole(
+                            f"its {channels} channels feed {conv_groups} convolution groups "
+                            "with one channel each: no position can go without emptying one"
+                        )
                     continue
                 for s in slices:
                     s.roots = s.roots % size
@@ -496,6 +501,8 @@ class ChannelEngine(_EngineBase):
                 accepted.append(c)
             broken = self._nonuniform_grouped(accepted)
             if not broken:
+                for c in accepted:  # accepted in this pass: an earlier clash no longer holds
+                    self.kept_whole.pop(c.root, None)
                 return accepted
             for c in candidates:
                 if c.root in broken:

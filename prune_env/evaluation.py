@@ -66,9 +66,12 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
     """
     if not has_batchnorm(model):
         return
+    # Near-equal batches: every image weighs the same and no batch is a lone image.
+    n = len(images)
+    bounds = np.linspace(0, n, max(1, math.ceil(n / batch_size)) + 1).round().astype(int)
     with _cumulative_bn_stats(model):
-        for start in range(0, len(images), batch_size):
-            model(images[start : start + batch_size])
+        for start, end in itertools.pairwise(bounds):
+            model(images[start:end])
 
 
 def finetune(
@@ -93,14 +96,17 @@ def finetune(
         return
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    devices = [images.device] if images.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(generator.initial_seed())
+    cuda = images.device.type == "cuda"
+    with torch.random.fork_rng(devices=[images.device] if cuda else []):
+        # Only the generators of the devices in use: other GPUs' states stay untouched.
+        torch.default_generator.manual_seed(generator.initial_seed())
+        if cuda:
+            with torch.cuda.device(images.device):
+                torch.cuda.manual_seed(generator.initial_seed())
         model.train()
         for _ in range(steps):
-            idx = torch.randint(
-                0, len(labels), (min(batch_size, len(labels)),), generator=generator
-            )
+            size = max(2, min(batch_size, len(labels)))  # BatchNorm needs two per batch
+            idx = torch.randint(0, len(labels), (size,), generator=generator)
             idx = idx.to(images.device)
             opt.zero_grad(set_to_none=True)
             loss_fn(model(images[idx]), labels[idx]).backward()

@@ -42,7 +42,13 @@ def load_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     tasks = {json.dumps(r["task"], sort_keys=True) for r in records}
     if len(tasks) > 1:
         raise SurrogateError(f"evaluation log {path} mixes {len(tasks)} different tasks")
-    return [r for r in records if not r.get("early_stopped")]
+    # Early-stopped scores, and scores of infeasible candidates on fewer images, are partial.
+    return [
+        r
+        for r in records
+        if not r.get("early_stopped")
+        and r.get("reward_images", 0) >= r["task"].get("reward_size", 0)
+    ]
 
 
 def features(ratios: np.ndarray, params_fraction: np.ndarray, flops_fraction: np.ndarray):

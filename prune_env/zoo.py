@@ -205,7 +205,17 @@ def heldout_from_meta(meta: dict[str, Any], n: int) -> np.ndarray | None:
             f"the base checkpoint held out {record['size']} of {record['of']} training images, "
             f"but this training split has {n}: it was trained on other data"
         )
-    return heldout_indices(n, record["size"], record["seed"])
+    held = heldout_indices(n, record["size"], record["seed"])
+    if "sha1" in record and _digest(held) != record["sha1"]:
+        raise ValueError(
+            "the held-out indices rebuilt here differ from those the base checkpoint recorded "
+            "(another NumPy random stream?): its reward images could overlap its training set"
+        )
+    return held
+
+
+def _digest(indices: np.ndarray) -> str:
+    return hashlib.sha1(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
 def cache_path(
@@ -274,7 +284,12 @@ def get_base_model(
         "seed": seed,
         "train_seconds": round(seconds, 1),
         "device": str(device),
-        "heldout": {"size": len(heldout), "seed": HELDOUT_SEED, "of": len(train)},
+        "heldout": {
+            "size": len(heldout),
+            "seed": HELDOUT_SEED,
+            "of": len(train),
+            "sha1": _digest(heldout),
+        },
     }
     if test is not None:
         meta["test_accuracy"] = split_accuracy(model, test, info)

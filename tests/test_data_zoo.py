@@ -132,7 +132,11 @@ def test_base_model_is_trained_once_then_cached(home):
     )
     path = home / "checkpoints" / "lenet5-synthetic-e1-ho1.pt"
     assert meta["source"] == str(path) and path.is_file()
-    assert meta["heldout"] == {"size": 12, "seed": 0, "of": 128}
+    assert {k: meta["heldout"][k] for k in ("size", "seed", "of")} == {
+        "size": 12,
+        "seed": 0,
+        "of": 128,
+    }
     assert meta["recipe"]["epochs"] == 1 and 0 <= meta["test_accuracy"] <= 1
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     again, meta2 = get_base_model("lenet5", "synthetic", info, None, None, train_epochs=1)
@@ -175,3 +179,5 @@ def test_base_training_never_sees_the_heldout_split(home, monkeypatch):
     assert sorted(seen + held.tolist()) == list(range(200))
     with pytest.raises(ValueError, match="trained on other data"):
         zoo.heldout_from_meta(meta, 300)
+    with pytest.raises(ValueError, match="differ from those the base checkpoint recorded"):
+        zoo.heldout_from_meta({"heldout": {**meta["heldout"], "sha1": "0" * 40}}, 200)

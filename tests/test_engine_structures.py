@@ -283,3 +283,18 @@ def test_branches_that_fill_different_groups_of_a_grouped_conv_are_kept_whole():
     assert "grouped convolution 'g.0'" in engine.kept_whole["a.0"]
     assert "grouped convolution 'g.0'" in engine.kept_whole["b.0"]
     assert [u.name for u in engine.units] == ["g.0"]
+
+
+def test_one_channel_per_conv_group_is_kept_whole_and_said():
+    class Multiplier(nn.Module):  # depthwise with a channel multiplier: 8 groups of 1 input
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.dw = nn.Conv2d(8, 16, 3, padding=1, groups=8)
+            self.head = Head(16)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.dw(torch.relu(self.c1(x)))))
+
+    _, _, engine, _ = _engine(Multiplier)
+    assert "one channel each" in engine.kept_whole["c1"]

@@ -73,6 +73,8 @@ MISUSE = [
     ({"granularity": "weight", "ignored_layers": ["nope"]}, ValueError, "ignored_layers"),
     ({"ignored_layers": ["nope"]}, ValueError, "ignored_layers"),
     ({"device": "quantum"}, ValueError, "device must be"),
+    ({"heldout": [0, 1]}, ValueError, "heldout= is for a registered architecture"),
+    ({"example_input": X[:1].long()}, ValueError, r"model\(example_input\) failed"),
 ]
 
 
@@ -245,3 +247,51 @@ def test_infeasible_candidates_can_be_scored_on_fewer_images():
     assert make(budget=0.3).evaluate(infeasible)["reward_images"] == 64  # default: all
     with pytest.raises(ValueError, match="infeasible_reward_size"):
         make(infeasible_reward_size=0)
+
+
+def test_tiny_data_with_batchnorm1d_never_feeds_a_batch_of_one():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(12, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)
+    )
+    x, y = torch.randn(8, 3, 2, 2), torch.arange(8) % 3
+    for kwargs in (
+        {},
+        {"finetune_steps": 2, "finetune_batch_size": 1},
+        {"bn_recalibrate": "reward"},
+    ):
+        with pytest.warns(UserWarning, match="holds 8 images"):
+            env = make(net, x, y, **kwargs)
+        env.reset(seed=0)
+        for _ in range(env.n_layers):
+            *_, info = env.step(np.array([0.5]))
+        assert 0 <= info["accuracy"] <= 1
+    env = make(net, x, y, bn_recalibrate="off", reward_size=8, bn_calib_size=16)
+    assert len(env.reward_y) == 8 and len(env.calib_x) == 0  # no images set aside for nothing
+
+
+def test_integer_token_inputs_keep_their_type():
+    torch.manual_seed(0)
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(20, 8)
+            self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+
+        def forward(self, t):
+            return self.fc2(torch.relu(self.fc1(self.embed(t).mean(1))))
+
+    tokens, labels = torch.randint(0, 20, (100, 5)), torch.randint(0, 4, (100,))
+    env = make(Tokens(), tokens, labels, reward_size=60, bn_calib_size=16)
+    assert env.reward_x.dtype == torch.int64
+    assert 0 <= env.evaluate(np.full(env.n_layers, 0.5))["accuracy"] <= 1
+    with pytest.raises(ValueError, match="train_data inputs are torch.float32"):
+        make(
+            Tokens(),
+            tokens,
+            labels,
+            reward_size=60,
+            bn_calib_size=16,
+            train_data=(tokens.float(), labels),
+        )

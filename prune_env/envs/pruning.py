@@ -103,7 +103,7 @@ def _train_data_length(data: Any) -> int:
 def _tensors_from(
     data: Dataset | Split | tuple, indices: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Materialise the samples at ``indices`` of a user data set as (float images, labels)."""
+    """Materialise the samples at ``indices`` of a user data set as (inputs, labels)."""
     if isinstance(data, tuple):
         x, y = (torch.as_tensor(t) for t in data)
         idx = torch.from_numpy(indices)
@@ -111,7 +111,7 @@ def _tensors_from(
             raise ValueError(
                 f"train_data labels must be a 1-d integer tensor, got {y.dtype} {tuple(y.shape)}"
             )
-        return x[idx].float(), y[idx].long()
+        return x[idx], y[idx].long()
     xs, ys = [], []
     for i in indices.tolist():
         sample = data[i]
@@ -127,7 +127,7 @@ def _tensors_from(
             y = y.item() if y.numel() == 1 else y
         if not isinstance(y, (int, np.integer)) or isinstance(y, bool):
             raise TypeError(f"train_data[{i}] has label {y!r}; expected an integer class index")
-        xs.append(torch.as_tensor(x, dtype=torch.float32))
+        xs.append(torch.as_tensor(x))
         ys.append(int(y))
     shapes = {tuple(x.shape) for x in xs}
     if len(shapes) > 1:
@@ -135,28 +135,35 @@ def _tensors_from(
     return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
 
 
-def split_sizes(n: int, reward_size: int, bn_calib_size: int, finetune: bool) -> tuple[int, int]:
-    """The (reward, calibration) image counts carved from ``n`` training images.
+def split_sizes(
+    n: int,
+    reward_size: int,
+    bn_calib_size: int,
+    finetune: bool,
+    source: str = "the training set",
+) -> tuple[int, int]:
+    """The (reward, calibration) image counts carved from ``n`` images of ``source``.
 
-    The asked sizes when they fit (with at least one image left for fine-tuning when it is
-    on). Otherwise they shrink: calibration to at most a fifth of the images (at least one
-    when asked), the fine-tuning pool keeps at least a fifth, and the reward split takes
-    the rest, capped at ``reward_size``. A warning names the new sizes.
+    The asked sizes when they fit (with at least two images left for fine-tuning when it is
+    on: a BatchNorm batch needs two). Otherwise they shrink: calibration to at most a fifth
+    of the images (at least two when asked), the fine-tuning pool keeps at least a fifth
+    (at least two), and the reward split takes the rest, capped at ``reward_size``. A warning
+    names the new sizes.
     """
-    pool = 1 if finetune else 0
+    pool = 2 if finetune else 0
     if n >= reward_size + bn_calib_size + pool:
         return reward_size, bn_calib_size
-    calib = min(bn_calib_size, max(1, n // 5)) if bn_calib_size > 0 else 0
-    pool = max(1, n // 5) if finetune else 0
+    calib = min(bn_calib_size, max(2, n // 5)) if bn_calib_size > 0 else 0
+    pool = max(2, n // 5) if finetune else 0
     reward = min(reward_size, n - calib - pool)
-    if reward < 1:
+    if reward < 2:
         raise ValueError(
-            f"train_data holds {n} images: too few for a reward split ({calib} calibration and "
-            f"{pool} fine-tuning images are set aside); give at least {calib + pool + 1}"
+            f"{source} holds {n} images: too few for a reward split ({calib} calibration and "
+            f"{pool} fine-tuning images are set aside); give at least {calib + pool + 2}"
         )
     warnings.warn(
-        f"the training set holds {n} images, fewer than reward_size + bn_calib_size"
-        f"{' + 1 fine-tuning image' if finetune else ''}: reward_size {reward_size} -> "
+        f"{source} holds {n} images, fewer than reward_size + bn_calib_size"
+        f"{' + 2 fine-tuning images' if finetune else ''}: reward_size {reward_size} -> "
         f"{reward}, bn_calib_size {bn_calib_size} -> {calib}",
         stacklevel=3,
     )
@@ -418,12 +425,14 @@ class PruneEnv(gym.Env):
         if early_stop and reward != "accuracy":
             raise ValueError("early_stop bounds the accuracy: it needs reward='accuracy'")
         self.reward_kind = reward
-        if infeasible_reward_size is not None and int(infeasible_reward_size) < 1:
+        if infeasible_reward_size is not None and int(infeasible_reward_size) < 2:
             raise ValueError(
-                f"infeasible_reward_size must be None or >= 1, got {infeasible_reward_size!r}"
+                f"infeasible_reward_size must be None or >= 2, got {infeasible_reward_size!r}"
             )
         self.infeasible_reward_size = infeasible_reward_size
-        if _bn_mode(bn_recalibrate) == "calib" and int(bn_calib_size) < 1:
+        if _bn_mode(bn_recalibrate) != "calib":
+            bn_calib_size = 0  # no calibration pass: no images set aside for one
+        elif int(bn_calib_size) < 1:
             raise ValueError(
                 "bn_calib_size must be >= 1 with bn_recalibrate='calib' (the default); use "
                 "bn_recalibrate='reward' or 'off' to re-estimate on the reward images or not at all"
@@ -485,6 +494,11 @@ class PruneEnv(gym.Env):
                 )
             )
         else:
+            if heldout is not None:
+                raise ValueError(
+                    "heldout= is for a registered architecture's data set; with an nn.Module, "
+                    "pass the held-out images themselves as train_data"
+                )
             base, example, train_x, train_y, reward_size, bn_calib_size = self._user_setup(
                 model,
                 example_input,
@@ -648,7 +662,9 @@ class PruneEnv(gym.Env):
             idx = self._carve(len(train), split_seed, reward_size, bn_calib_size, pool_size)
         else:
             # Reward and calibration images from the held-out part, fine-tuning from the rest.
-            reward_size, bn_calib_size = split_sizes(len(held), reward_size, bn_calib_size, False)
+            reward_size, bn_calib_size = split_sizes(
+                len(held), reward_size, bn_calib_size, False, "the held-out split"
+            )
             order = np.random.default_rng(split_seed).permutation(held)
             rest = np.setdiff1d(np.arange(len(train)), held)
             rest = np.random.default_rng(split_seed).permutation(rest)
@@ -727,6 +743,13 @@ class PruneEnv(gym.Env):
         reward_size, calib = split_sizes(n, reward_size, calib, self.finetune_steps > 0)
         idx = self._carve(n, split_seed, reward_size, calib, pool)
         x, y = _tensors_from(data, idx)
+        if example.is_floating_point() or not x.is_floating_point():
+            x = x.to(example.dtype)  # images in the model's float type; token ids stay integer
+        else:
+            raise ValueError(
+                f"train_data inputs are {x.dtype} but example_input is {example.dtype}: give "
+                "both in the type the model takes"
+            )
         if tuple(x.shape[1:]) != tuple(example.shape[1:]):
             raise ValueError(
                 f"train_data images have shape {tuple(x.shape[1:])} but example_input samples "
