@@ -242,7 +242,10 @@ class PruneEnv(gym.Env):
     the default), "neg_ce" (minus the mean cross-entropy), "agreement" (share of images where
     the pruned network's top-1 class is the base network's; needs no labels) or "neg_kl"
     (minus the mean KL divergence from the base network's outputs; no labels). All four come
-    from the same forward pass and are reported in ``info["reward_metrics"]``.
+    from the same forward pass and are reported in ``info["reward_metrics"]``. The base
+    network's outputs they compare with are computed once, in eval mode with its own
+    BatchNorm statistics (so with ``bn_recalibrate="reward"`` or fine-tuning, even the
+    unpruned network scores slightly below agreement 1 and KL 0).
 
     The reward images should be images the base network did not train on: a network is near
     100% on its own training images, and the reward would then measure how much memorisation
@@ -268,7 +271,9 @@ class PruneEnv(gym.Env):
     ``actions`` (the clipped ratios asked for), ``kept`` (channels or weights kept per layer),
     ``params``, ``flops``, ``constraint_satisfied``, ``early_stopped``, ``reward_images``,
     ``reward`` (the step's reward) and ``reward_metrics`` (every variant):
-    a deterministic function of the actions (a cached answer is a private copy). The seconds
+    a deterministic function of the actions on CPU (a cached answer is a private copy; with
+    ``early_stop`` the score also depends on the best one seen so far; cuDNN's backward pass
+    during fine-tuning is not bit-deterministic on CUDA). The seconds
     per stage and whether the cache answered are in ``env.last_evaluation`` (``timing``,
     ``cache_hit``), and in the dict ``env.evaluate(ratios)`` returns. With ``finetune_steps``,
     the fine-tuning batches and Dropout masks are drawn from a generator seeded by the
