@@ -468,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         least = min(episodes, key=lambda e: e["cost"])
         candidates.append(("the least costly episode of the search",
                            penv.evaluate(least["keep_ratios"])))  # fmt: skip
-    ranked = sorted(candidates, key=lambda c: (c[1]["constraint_satisfied"], c[1]["accuracy"]),
+    # Ranked by the reward the search climbed (info["reward"], the env's reward= variant).
+    ranked = sorted(candidates, key=lambda c: (c[1]["constraint_satisfied"], c[1]["reward"]),
                     reverse=True)  # fmt: skip
     if not ranked[0][1]["constraint_satisfied"]:  # nothing feasible: the least costly one
         ranked = sorted(candidates, key=lambda c: c[1]["cost"])

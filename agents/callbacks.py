@@ -80,7 +80,9 @@ class SearchMonitor(BaseCallback):
             if done:
                 self.episodes += 1
                 if info.get("constraint_satisfied") and "accuracy" in info:
-                    self.best_feasible = np.fmax(self.best_feasible, float(info["accuracy"]))
+                    self.best_feasible = np.fmax(
+                        self.best_feasible, float(info.get("reward", info["accuracy"]))
+                    )
         if self._bar is not None:
             self._bar.update(min(self.num_timesteps, self.total_timesteps) - self._bar.n)
             if self.n_calls % 20 == 0:
