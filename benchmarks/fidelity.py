@@ -299,11 +299,13 @@ def main() -> None:
                 f"{row['finetuned_test_accuracy']:.3f} ({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
+    # The summary covers every finished candidate in OUT (earlier runs' budgets included).
     rows = [json.loads(p.read_text()) for p in sorted((out / "candidates").glob("*.json"))]
-    rows = [r for r in rows if any(r["name"] == j["name"] for j in jobs)]
     meta = {"env": args.env, "quick": QUICK, "variants": variants, "args": vars(args)}
-    (out / "config.json").write_text(json.dumps(meta, indent=1))
-    write_outputs(out, rows, args.budgets)
+    (out / f"config_{'_'.join(f'b{b:g}' for b in args.budgets)}.json").write_text(
+        json.dumps(meta, indent=1)
+    )
+    write_outputs(out, rows, sorted({r["budget"] for r in rows}))
 
 
 if __name__ == "__main__":
