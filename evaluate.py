@@ -241,7 +241,8 @@ def agent_rollouts(cfg: Config, env: Any, path: Path, episodes: int, determinist
         info = rollout(agent, wrapped, deterministic=deterministic)
         accuracies.append(info["accuracy"])
         costs.append(info["cost"])
-        returns.append(info["accuracy"])  # the pruning envs' return is the last step's reward
+        # the pruning envs' return is the last step's reward (the env's reward= variant)
+        returns.append(info.get("reward", info["accuracy"]))
     costs_a = np.array(costs)
     return {
         "agent": str(path),
