@@ -249,11 +249,18 @@ def main() -> None:
         help="more variants as JSON {name: env kwargs}; scored on finished candidates too",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--summary-only", action="store_true", help="rewrite the summary from OUT/candidates"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
     out = Path(args.out)
     (out / "candidates").mkdir(parents=True, exist_ok=True)
+    if args.summary_only:
+        rows = [json.loads(p.read_text()) for p in sorted((out / "candidates").glob("*.json"))]
+        write_outputs(out, rows, sorted({r["budget"] for r in rows}))
+        return
     base = make_env(args.env)  # trains and caches the base model once, before the workers
     print(f"base: {base.base_info.get('source')}, held out {base.heldout_size} images")
     jobs = []
