@@ -286,7 +286,7 @@ def test_integer_token_inputs_keep_their_type():
     env = make(Tokens(), tokens, labels, reward_size=60, bn_calib_size=16)
     assert env.reward_x.dtype == torch.int64
     assert 0 <= env.evaluate(np.full(env.n_layers, 0.5))["accuracy"] <= 1
-    with pytest.raises(ValueError, match="train_data inputs are torch.float32"):
+    with pytest.raises(ValueError, match=r"train_data inputs are torch\.float32"):
         make(
             Tokens(),
             tokens,
