@@ -34,6 +34,14 @@ def zero_weight_masks(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor
     return pairs
 
 
+def _near_equal_bounds(n: int, batch_size: int) -> np.ndarray:
+    """Batch boundaries over ``n`` items: batches of near-equal size, none above ``batch_size``.
+
+    With batch statistics a tiny last batch would be normalised badly (a lone image fails).
+    """
+    return np.linspace(0, n, max(1, math.ceil(n / batch_size)) + 1).round().astype(int)
+
+
 @contextmanager
 def _cumulative_bn_stats(model: nn.Module) -> Iterator[None]:
     """BatchNorm layers in train mode with fresh running statistics averaged over every batch.
@@ -66,9 +74,8 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
     """
     if not has_batchnorm(model):
         return
-    # Near-equal batches: every image weighs the same and no batch is a lone image.
     n = len(images)
-    bounds = np.linspace(0, n, max(1, math.ceil(n / batch_size)) + 1).round().astype(int)
+    bounds = _near_equal_bounds(n, batch_size)
     with _cumulative_bn_stats(model):
         for start, end in itertools.pairwise(bounds):
             model(images[start:end])
@@ -158,8 +165,7 @@ def reward_metrics(
     images seen so far are returned.
     """
     n = len(labels)
-    # Near-equal batches: with batch statistics, a tiny last batch would be normalised badly.
-    bounds = np.linspace(0, n, max(1, math.ceil(n / batch_size)) + 1).round().astype(int)
+    bounds = _near_equal_bounds(n, batch_size)
     correct = agree = seen = 0
     ce = kl = 0.0
     use_batch_stats = batch_stats and has_batchnorm(model)
