@@ -298,3 +298,17 @@ def test_one_channel_per_conv_group_is_kept_whole_and_said():
 
     _, _, engine, _ = _engine(Multiplier)
     assert "one channel each" in engine.kept_whole["c1"]
+
+
+def test_a_group_rejected_for_a_clash_is_cleared_when_accepted_later():
+    from prune_env.engine import DimSlice, _Candidate
+
+    _, _, engine, _ = _engine(GroupedNet)
+    engine.kept_whole.clear()
+    r = np.arange(8)
+    # A prunes c1's first 8 channels and thereby only two of g's four input groups (uneven);
+    # B shares two of those channels, so it clashes with A until A is dropped.
+    a = _Candidate("A", 8, [DimSlice("c1.0", "out", r, r), DimSlice("g.0", "in", r, r)], np.ones(8))
+    b = _Candidate("B", 2, [DimSlice("c1.0", "out", r[:2], r[:2])], np.ones(2))
+    assert engine._claim([a, b]) == [b]
+    assert "grouped convolution" in engine.kept_whole["A"] and "B" not in engine.kept_whole

@@ -102,8 +102,12 @@ def test_cache_hit_equals_a_fresh_evaluation(trained):
 def test_every_reward_variant_equals_a_hand_computation(trained):
     import torch.nn.functional as F
 
-    env = make(trained, cache_size=0)
-    ratios = np.full(env.n_layers, 0.5)
+    # A fifth of the labels flipped: the base is then not always right, so agreeing with it
+    # and being right differ.
+    _, x, y = trained
+    noisy = torch.where(torch.arange(len(y)) % 5 == 0, (y + 1) % 10, y)
+    env = make(trained, cache_size=0, train_data=(x, noisy))
+    ratios = np.full(env.n_layers, 0.3)
     info = env.evaluate(ratios)
     net = env.engine.build(info["kept"])
     recalibrate_batchnorm(net, env.calib_x)
@@ -117,15 +121,17 @@ def test_every_reward_variant_equals_a_hand_computation(trained):
         "agreement": (logits.argmax(1) == base.argmax(1)).float().mean().item(),
         "neg_kl": -F.kl_div(log_q, log_p, log_target=True, reduction="batchmean").item(),
     }
+    # a candidate where agreeing with the base differs from being right: the two cannot mix
+    assert by_hand["agreement"] != by_hand["accuracy"]
     for name, value in by_hand.items():
         assert info["reward_metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
     assert info["reward"] == info["accuracy"]
     for name in by_hand:
-        variant = make(trained, reward=name, cache_size=0)
+        variant = make(trained, reward=name, cache_size=0, train_data=(x, noisy))
         variant.reset(seed=0)
         terminated = False
         while not terminated:
-            _, reward, terminated, _, step_info = variant.step(np.array([0.5]))
+            _, reward, terminated, _, step_info = variant.step(np.array([0.3]))
         assert (
             reward
             == step_info["reward_metrics"][name]
