@@ -8,6 +8,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from prune_env.costs import within_budget
+
 
 @dataclass
 class EpisodeRecord:
@@ -97,9 +99,11 @@ class EpisodeRecorder(gym.Wrapper):
     def _record(self, info: dict[str, Any]) -> EpisodeRecord:
         limits = info.get("cost_limits")
         if limits:
-            feasible = all(self._costs.get(k, self._cost) <= v + 1e-12 for k, v in limits.items())
+            feasible = all(
+                within_budget(self._costs.get(k, self._cost), v) for k, v in limits.items()
+            )
         elif "cost_limit" in info:
-            feasible = self._cost <= float(info["cost_limit"]) + 1e-12
+            feasible = within_budget(self._cost, info["cost_limit"])
         else:
             feasible = True
         return EpisodeRecord(

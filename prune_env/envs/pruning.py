@@ -20,7 +20,7 @@ from gymnasium import spaces
 from torch import nn
 from torch.utils.data import Dataset
 
-from prune_env.costs import CostSpec, check_budget, measure_latency, parse_costs
+from prune_env.costs import CostSpec, check_budget, measure_latency, parse_costs, within_budget
 from prune_env.data import (
     ALL_DATASETS,
     DatasetInfo,
@@ -1008,7 +1008,9 @@ class PruneEnv(gym.Env):
         params, flops = self.engine.resources(counts)
         # Analytic costs first: an infeasible candidate cannot become the best feasible one.
         costs = {s.name: self._cost(s, None, params, flops) for s in self.specs if s.analytic}
-        feasible_so_far = all(costs[s.name] <= s.budget for s in self.specs if s.analytic)
+        feasible_so_far = all(
+            within_budget(costs[s.name], s.budget) for s in self.specs if s.analytic
+        )
         t = time.perf_counter()
         has_bn = has_batchnorm(net)
         if self.bn_recalibrate == "calib" and has_bn:
@@ -1049,7 +1051,7 @@ class PruneEnv(gym.Env):
         acc = metrics["accuracy"]
         timing["evaluation"] = time.perf_counter() - t
         timing["total"] = time.perf_counter() - start
-        satisfied = all(costs[s.name] <= s.budget for s in self.specs)
+        satisfied = all(within_budget(costs[s.name], s.budget) for s in self.specs)
         early_stopped = seen < n
         if satisfied and not early_stopped:
             self.best_feasible_accuracy = max(self.best_feasible_accuracy, acc)

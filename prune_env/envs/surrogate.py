@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prune_env.costs import parse_costs
+from prune_env.costs import parse_costs, within_budget
 from prune_env.data import DATASETS
 from prune_env.envs.pruning import _ARCH_INPUT, PruneEnv
 from prune_env.models import build_model
@@ -160,7 +160,7 @@ class SurrogatePruneEnv(PruneEnv):
             params / self.engine.total_params,
             flops / max(self.engine.total_macs, 1),
         )
-        satisfied = all(costs[s.name] <= s.budget for s in self.specs)
+        satisfied = all(within_budget(costs[s.name], s.budget) for s in self.specs)
         if satisfied:
             self.best_feasible_accuracy = max(self.best_feasible_accuracy, accuracy)
         return {
