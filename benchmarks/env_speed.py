@@ -38,8 +38,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from agents import registry
 from prune_env.data import DatasetNotFoundError, load_split
 from prune_env.metrics import kendall_tau
@@ -398,7 +396,7 @@ def bench_env(env_id: str, cfg: Config) -> dict:
 
 
 def markdown_summary(results: dict) -> str:
-    """The README's performance table, from a results JSON."""
+    """The performance table of docs/performance.md, from a results JSON."""
     lines = [
         "| env | BN mode, layout | episode s | build | BN | eval | floor s | ratio |",
         "|---|---|---|---|---|---|---|---|",

@@ -105,8 +105,8 @@ def _init_worker(env_id: str, variants: dict[str, dict[str, Any]], threads: int)
 def score_candidate(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from prune_env.pruned import finetune_pruned
     from prune_env.zoo import split_accuracy
+    from prune_pipeline.pruned import finetune_pruned
 
     ratios = np.asarray(job["ratios"])
     row: dict[str, Any] = job.pop("existing", None) or {**job, "variants": {}}

@@ -26,18 +26,16 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py beside the package
-
 from prune_env.paths import atomic_write_bytes, atomic_write_json
-from prune_env.plots import plot_keep_ratios, plot_learning_curves
-from prune_env.report import csv_text, markdown_table
+from prune_pipeline.plots import plot_keep_ratios, plot_learning_curves
+from prune_pipeline.report import csv_text, markdown_table
+from prune_pipeline.run_folder import RunFolder
 
 METHOD_ORDER = ("ppo_lag", "ppo_pid_lag", "amc", "random_search", "magnitude_global", "uniform")
 BASE_KEYS = ("env", "width_mult", "base_epochs", "dataset", "checkpoint", "reward_size")
@@ -57,11 +55,12 @@ def load_cell(folder: Path) -> dict[str, Any]:
     runs = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "compare.json").exists())
     if len(runs) != 1:
         raise SystemExit(f"error: {folder} should hold one run folder with compare.json")
-    run = runs[0]
-    report = json.loads((run / "report.json").read_text())
-    config = json.loads((run / "config.json").read_text())
-    compare = json.loads((run / "compare.json").read_text())
-    curves = {report["algo"]: curve(read_jsonl(run / "episodes.jsonl"))}
+    folder_run = RunFolder.open(runs[0], complete=True)
+    run = folder_run.path
+    report = folder_run.report()
+    config = folder_run.config_blob
+    compare = json.loads(folder_run.file("compare.json").read_text())
+    curves = {report["algo"]: curve(folder_run.episodes())}
     for path in sorted((run / "compare_episodes").glob("*.jsonl")):
         episodes = read_jsonl(path)
         if len(episodes) > 1:  # one-shot methods (uniform, magnitude) have no search curve
@@ -117,22 +116,21 @@ def remeasure_latency(cells: list[dict[str, Any]], rows: list[dict[str, Any]], r
     """Every row's pruned network (and the base) timed again, rounds interleaved."""
     import torch
 
-    import prune_env
     from prune_env.costs import measure_latency
-    from prune_env.data import normalise
-    from train import Config, env_arguments, test_split
+    from prune_pipeline.config import JobConfig
+    from prune_pipeline.task import make_task
 
     nets: dict[tuple[str, str], Any] = {}
     for cell in cells:
-        cfg = Config(**cell["config"]["config"])
-        env = prune_env.make(cfg.env, progress=False, **env_arguments(cfg))
-        penv = env.unwrapped
-        batch = normalise(test_split(env, cfg).images[:64].to(penv.device), penv.data_info)
-        nets[(cell["name"], "base")] = (penv.base_model.eval(), batch)
+        cfg = JobConfig.from_saved(cell["config"]["config"])
+        cfg.progress = False
+        task = make_task(cfg)
+        batch = task.latency_batch()
+        nets[(cell["name"], "base")] = (task.base_model.eval(), batch)
         for row in rows:
             if row["cell"] == cell["name"] and row["keep_ratios"] is not None:
                 nets[(cell["name"], row["method"])] = (
-                    penv.pruned_network(row["keep_ratios"]),
+                    task.mdp.pruned_network(row["keep_ratios"]),
                     batch,
                 )
     times: dict[tuple[str, str], list[float]] = defaultdict(list)

@@ -28,8 +28,6 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import prune_env
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "prune_env" / "surrogate_data"

@@ -17,15 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from surrogate_logs import QUICK_TASK  # the task the shipped logs were made on
 
 import prune_env
 from agents import registry
 from agents.recording import rollout
 from prune_env.paths import atomic_write_json
-from prune_env.report import markdown_table
+from prune_pipeline.report import markdown_table
 
 PPO = {"n_steps": 256, "batch_size": 64, "device": "cpu"}  # train.py --preset quick
 

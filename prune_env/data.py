@@ -59,16 +59,22 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass
 class Split:
-    """One split of a data set as tensors."""
+    """One split of a data set as tensors.
 
-    images: torch.Tensor  # uint8 [N, C, H, W]
+    ``images`` are decoded images, uint8 [N, C, H, W], which ``normalise`` scales and
+    standardises; or inputs a user already prepared, float [N, ...], which it leaves as they
+    are.
+    """
+
+    images: torch.Tensor  # uint8 [N, C, H, W], or float [N, ...] (prepared)
     labels: torch.Tensor  # int64 [N]
     classes: list[str]
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+        decoded = self.images.dtype == torch.uint8 and self.images.ndim == 4
+        if not (decoded or (self.images.is_floating_point() and self.images.ndim >= 2)):
             raise ValueError(
-                f"images must be uint8 [N,C,H,W], got {self.images.dtype} "
+                f"images must be uint8 [N,C,H,W] or float [N, ...], got {self.images.dtype} "
                 f"{tuple(self.images.shape)}"
             )
         if len(self.images) != len(self.labels):
@@ -305,7 +311,10 @@ def dataset_info(name: str, train: Split | None = None) -> DatasetInfo:
 
 
 def normalise(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
-    """uint8 [N,C,H,W] -> float32, scaled to [0,1] and standardised per channel."""
+    """uint8 [N,C,H,W] -> float32, scaled to [0,1] and standardised per channel; float inputs
+    (already prepared by the user) are returned as they are."""
+    if images.is_floating_point():
+        return images
     mean = torch.tensor(info.mean, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(info.std, device=images.device).view(1, -1, 1, 1)
     return (images.float().div_(255) - mean) / std

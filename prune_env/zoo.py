@@ -44,8 +44,8 @@ class Recipe:
     augment: bool = True
 
 
-# Short schedules, chosen so that a CPU can produce every base model; see the README for
-# the accuracy each reaches and how long it takes.
+# Short schedules, chosen so that a CPU can produce every base model; the accuracy each
+# reaches and how long it takes: docs/environments.md#base-models.
 RECIPES: dict[str, Recipe] = {
     "lenet5": Recipe(epochs=8, lr=0.05, weight_decay=5e-4, augment=False),
     "vgg11": Recipe(epochs=30),

@@ -1,5 +1,7 @@
 """The pruned model as a deliverable: counted resources, saved forms, fine-tuning with masks."""
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,16 +11,18 @@ from torch import nn
 from agents import registry
 from prune_env.data import dataset_info, synthetic_split
 from prune_env.engine import make_engine, measure_resources
+from prune_env.evaluation import zero_weight_masks
 from prune_env.models import build_model
-from prune_env.pruned import (
+from prune_env.zoo import RECIPES
+from prune_pipeline.pruned import (
     ARCH_FILE,
+    MODEL_FILE,
+    WEIGHTS_FILE,
     finetune_pruned,
     load_pruned,
     resize_to_state_dict,
     save_pruned,
-    zero_weight_masks,
 )
-from prune_env.zoo import RECIPES
 from tests.conftest import TINY
 
 CASES = [("vgg11", 0.25, 3, 32), ("resnet56", 0.25, 3, 32), ("lenet5", 1.0, 1, 28)]
@@ -59,6 +63,11 @@ def test_macs_of_a_tiny_net_by_hand():
     )
 
 
+def _zoo(arch, channels, width):
+    return {"builder": {"kind": "zoo", "name": arch, "num_classes": 10, "in_channels": channels,
+                        "width_mult": width}}  # fmt: skip
+
+
 @pytest.mark.parametrize(("arch", "width", "channels", "size"), CASES)
 def test_safe_form_round_trip_rebuilds_the_same_network(tmp_path, arch, width, channels, size):
     torch.manual_seed(0)
@@ -66,8 +75,14 @@ def test_safe_form_round_trip_rebuilds_the_same_network(tmp_path, arch, width, c
     x = torch.randn(3, channels, size, size)
     engine = make_engine(model, x)
     net = engine.build(_random_counts(engine, 7))
-    meta = {"name": arch, "num_classes": 10, "in_channels": channels, "width_mult": width}
-    save_pruned(net, tmp_path, meta)
+    save_pruned(net, tmp_path, _zoo(arch, channels, width), example_input=x)
+    # weights only: no pickle unless asked, and the safetensors file holds the state_dict
+    assert not (tmp_path / MODEL_FILE).exists()
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(tmp_path / WEIGHTS_FILE))
+    assert set(tensors) == set(net.state_dict())
+    assert json.loads((tmp_path / ARCH_FILE).read_text())["weights_only_verified"] is True
     loaded = load_pruned(tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded(x), net(x))
@@ -76,21 +91,73 @@ def test_safe_form_round_trip_rebuilds_the_same_network(tmp_path, arch, width, c
             assert (a.in_channels, a.out_channels) == (b.in_channels, b.out_channels), name
         if isinstance(a, nn.BatchNorm2d):
             assert a.num_features == b.num_features, name
+    save_pruned(net, tmp_path, _zoo(arch, channels, width), example_input=x, pickle=True)
     whole = load_pruned(tmp_path, trust_pickle=True)
     with torch.no_grad():
         assert torch.equal(whole(x), net(x))
 
 
+def test_depthwise_groups_survive_the_weights_only_form(tmp_path):
+    """A pruned depthwise conv has fewer groups: the tensors do not say so, the JSON must."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    engine = make_engine(model, x)
+    net = engine.build(_random_counts(engine, 3)).eval()
+    builder = {"kind": "torchvision", "name": "mobilenet_v2", "num_classes": 10}
+    save_pruned(net, tmp_path, {"builder": builder}, example_input=x)
+    arch = json.loads((tmp_path / ARCH_FILE).read_text())
+    assert arch["weights_only_verified"] is True and arch["module_attrs"]
+    with torch.no_grad():
+        assert torch.allclose(load_pruned(tmp_path)(x), net(x), atol=1e-5)
+
+
+def test_a_factory_file_rebuilds_a_user_architecture(tmp_path):
+    source = tmp_path / "my_net.py"
+    source.write_text(
+        "from torch import nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))\n"
+    )
+    from prune_pipeline.pruned import load_factory
+
+    torch.manual_seed(0)
+    model = load_factory(source, "make")().eval()
+    x = torch.randn(2, 3, 16, 16)
+    engine = make_engine(model, x)
+    net = engine.build([3]).eval()
+    folder = tmp_path / "run"
+    builder = {"kind": "factory", "path": str(source), "name": "make"}
+    save_pruned(net, folder, {"builder": builder}, example_input=x)
+    loaded = load_pruned(folder)
+    assert loaded[0].out_channels == 3
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
+def test_without_a_builder_the_pickle_is_written_and_said(tmp_path):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match="pickled module"):
+        paths = save_pruned(net, tmp_path, {"builder": None}, example_input=torch.randn(1, 4))
+    assert "model" in paths and (tmp_path / MODEL_FILE).is_file()
+    with pytest.raises(ValueError, match="trust_pickle=True"):
+        load_pruned(tmp_path)
+
+
 def test_load_pruned_refuses_what_it_cannot_read(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a pruned-model folder"):
         load_pruned(tmp_path)
-    with pytest.raises(ValueError, match="arch lacks"):
+    with pytest.raises(FileNotFoundError, match="--save-pickle"):
+        load_pruned(tmp_path, trust_pickle=True)
+    with pytest.raises(ValueError, match="arch lacks 'builder'"):
         save_pruned(nn.Linear(2, 2), tmp_path, {"name": "vgg11"})
     net = build_model("lenet5", in_channels=1)
-    save_pruned(net, tmp_path, {"name": "lenet5", "num_classes": 10, "in_channels": 1,
-                                "width_mult": 1.0})  # fmt: skip
+    save_pruned(net, tmp_path, _zoo("lenet5", 1, 1.0), example_input=torch.randn(1, 1, 28, 28))
     (tmp_path / ARCH_FILE).write_text('{"format": "something else"}')
-    with pytest.raises(ValueError, match=r"is not a prune_env\.pruned/1 file"):
+    with pytest.raises(ValueError, match=r"is not a prune_pipeline\.pruned/2 file"):
         load_pruned(tmp_path)
 
 

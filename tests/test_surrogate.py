@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import benchmark
 import prune_env
 from prune_env.surrogate import SHIPPED_LOGS, SurrogateError, fidelity, load_log
+from prune_pipeline import bench as benchmark
 from tests.conftest import TINY
 
 REAL = {**TINY, "pretrained": True, "base_train_epochs": 1, "width_mult": 0.125}

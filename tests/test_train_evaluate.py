@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prune_env.pruned import load_pruned
+from prune_pipeline.pruned import load_pruned
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = [
@@ -49,7 +49,7 @@ def finished_run(tmp_path_factory):
     algo_kwargs = json.dumps({"n_steps": 32, "batch_size": 16})
     # ppo_lag explicitly: the reproduction sweep (results_table.py) runs it
     run_dir = _train(tmp, home, "--algo", "ppo_lag", "--total-timesteps", "96", "--algo-kwargs",
-                     algo_kwargs)  # fmt: skip
+                     algo_kwargs, "--save-pickle")  # fmt: skip
     return run_dir, home
 
 
@@ -57,7 +57,7 @@ def test_train_writes_every_artifact(finished_run):
     run_dir, _ = finished_run
     assert run_dir.name.startswith("VGG11Prune-v0__ppo_lag__0__")
     for name in (
-        "config.json", "agent.zip", "pruned_model.pt", "pruned_state.pt", "pruned_arch.json",
+        "config.json", "agent.zip", "pruned_model.pt", "pruned.safetensors", "pruned_arch.json",
         "report.json", "report.md", "episodes.jsonl", "training.png", "keep_ratios.png",
         "accuracy_vs_cost.png",
     ):  # fmt: skip

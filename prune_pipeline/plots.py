@@ -1,4 +1,8 @@
-"""The PNG plots of a pruning run (matplotlib, no display needed)."""
+"""The PNG plots of a pruning run (matplotlib, no display needed).
+
+Figures are made with matplotlib's object-oriented API (``matplotlib.figure.Figure``), not
+pyplot: importing this module never switches the user's matplotlib backend.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: runs on machines without a display
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -27,12 +28,11 @@ def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     os.replace(tmp, path)
     return path
 
@@ -49,7 +49,8 @@ def plot_training(
     rewards = np.array([e["reward"] for e in episodes], dtype=float)
     costs = np.array([e["cost"] for e in episodes], dtype=float)
     panels = 3 if lambda_history else 2
-    fig, axes = plt.subplots(panels, 1, figsize=(7, 2.4 * panels), sharex=True)
+    fig = Figure(figsize=(7, 2.4 * panels))
+    axes = fig.subplots(panels, 1, sharex=True)
     window = max(1, len(episodes) // 20)
     axes[0].scatter(steps, rewards, s=4, alpha=0.3, label="episode")
     axes[0].plot(steps, _running_mean(rewards, window), color="C1", label=f"mean of {window}")
@@ -79,7 +80,8 @@ def plot_keep_ratios(
     title: str = "",
 ) -> Path:
     """Keep ratio per layer, one bar group per layer and one bar per series (method)."""
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) + 2), 3.4))
+    fig = Figure(figsize=(max(6.0, 0.45 * len(layers) + 2), 3.4))
+    ax = fig.subplots()
     x = np.arange(len(layers))
     width = 0.8 / max(1, len(series))
     for i, (label, ratios) in enumerate(series.items()):
@@ -101,7 +103,8 @@ def plot_accuracy_vs_cost(
     title: str = "",
 ) -> Path:
     """Reward accuracy against cost of every evaluated episode, with the budget line."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     costs = np.array([e["cost"] for e in episodes], dtype=float)
     rewards = np.array([e["reward"] for e in episodes], dtype=float)
     order = np.arange(len(episodes))
@@ -123,7 +126,8 @@ def plot_comparison(
 ) -> Path:
     """Test accuracy (after fine-tuning) and parameters kept of each method, as bars."""
     names = [str(r["method"]) for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.2 * len(rows) + 3), 3.4))
+    fig = Figure(figsize=(max(7.0, 1.2 * len(rows) + 3), 3.4))
+    axes = fig.subplots(1, 2)
     acc = [100 * float(r["test_accuracy"]) for r in rows]
     kept = [100 * float(r["params_kept"]) for r in rows]
     axes[0].bar(names, acc, color="C0")
@@ -160,7 +164,8 @@ def plot_learning_curves(
     ``curves[algo]`` holds one curve per seed, each a list of ``[env_steps, reward, cost]``
     per episode.
     """
-    fig, axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    fig = Figure(figsize=(7, 5.5))
+    axes = fig.subplots(2, 1, sharex=True)
     last = max((c[-1][0] for runs in curves.values() for c in runs if len(c)), default=1.0)
     grid = np.linspace(0, last, 100)
     for i, (algo, runs) in enumerate(curves.items()):

@@ -1,0 +1,252 @@
+"""Configuration of the job: one dataclass per entry point and one converter to argparse.
+
+Each field carries its help text in ``metadata["help"]`` (CleanRL's one config dataclass);
+``add_arguments`` turns any such dataclass into command-line options and ``parse_value``
+reads a value given as text (command line) or as YAML/JSON (files), so train, evaluate and
+benchmark share one mechanism.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+import torch
+
+import prune_env
+from agents import registry
+from prune_env.costs import BUILTIN_COSTS
+from prune_env.data import ALL_DATASETS
+from prune_env.envs.pruning import GRANULARITIES
+from prune_pipeline.presets import PRESETS
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the option and the valid values."""
+
+
+def _kind(cls: type, name: str) -> str:
+    """The field's type, without ``| None`` ("int", "float", "str", "bool", "dict", "list")."""
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args and typing.get_origin(hint) in (
+        typing.Union,
+        __import__("types").UnionType,
+    ):
+        hint = args[0]
+    origin = typing.get_origin(hint) or hint
+    return {int: "int", float: "float", str: "str", bool: "bool", dict: "dict", list: "list"}[
+        origin
+    ]
+
+
+def parse_value(cls: type, name: str, value: Any) -> Any:
+    """``value`` (text from a command line, or already typed from YAML/JSON) as field ``name``
+    of ``cls`` expects it; a ConfigError names the option when it cannot be read."""
+    option = "--" + name.replace("_", "-")
+    if value is None or not isinstance(value, str):
+        return value
+    kind = _kind(cls, name)
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            return {"true": True, "false": False}[value.lower()]
+        if kind == "list":
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if kind == "dict":
+            parsed = json.loads(value)
+            if not isinstance(parsed, dict):
+                raise ConfigError(f"{option} must be a JSON object, got {value!r}")
+            return parsed
+    except (ValueError, KeyError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{option} expects a {kind}, got {value!r}") from None
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:
+    """One option per field of dataclass ``cls`` (help from its metadata). With
+    ``defaults=False`` every option defaults to None, so that a configuration file can fill
+    what the command line leaves out."""
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f.metadata.get("help", "")
+        if defaults:
+            help_text += f" (default: {default})"
+        if _kind(cls, f.name) == "bool":
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=default if defaults else None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(flag, default=default if defaults else None, help=help_text)
+
+
+def from_mapping(cls: type, raw: dict[str, Any]) -> Any:
+    """An instance of ``cls`` from a mapping of field values (text or typed); unknown keys are
+    refused with the list of known ones."""
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown options {unknown}; expected some of {known}")
+    return cls(**{k: parse_value(cls, k, v) for k, v in raw.items()})
+
+
+def _choice(name: str, value: Any, valid: Any) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown --{name} {value!r}; expected one of {list(valid)}")
+
+
+@dataclass
+class JobConfig:
+    """The pruning job (``train.py`` / ``prune-train``)."""
+
+    env: str | None = field(
+        default=None,
+        metadata={
+            "help": "env id to prune (default: VGG16Prune-v0, or ModelPrune-v0 with --model)"
+        },
+    )
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "your own model: a torchvision name (resnet18) or path/to/file.py:factory"
+        },
+    )
+    algo: str = field(
+        default="ppo_pid_lag",
+        metadata={"help": "algorithm (registry name); ppo_pid_lag settles on the budget"},
+    )
+    preset: str = field(default="quick", metadata={"help": "quick (CPU demo) or paper (GPU)"})
+    budget: float = field(default=0.1, metadata={"help": "largest fraction of the cost kept"})
+    cost: str = field(default="params", metadata={"help": "constrained resource"})
+    granularity: str = field(default="channel", metadata={"help": "channel or weight pruning"})
+    total_timesteps: int | None = field(
+        default=None, metadata={"help": "env steps of the search (default: preset)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the agent and fine-tuning"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda (env and nets)"})
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "data folder (default: $PRUNE_ENV_DATA); with --model an ImageFolder "
+            "tree DATA_DIR/{train,test}/<class>/<image>"
+        },
+    )
+    dataset: str | None = field(default=None, metadata={"help": "data set (default: the env's)"})
+    image_size: int | None = field(
+        default=None, metadata={"help": "with --model: resize images to this square size"}
+    )
+    checkpoint: str | None = field(
+        default=None, metadata={"help": "base model weights (default: cache or train)"}
+    )
+    width_mult: float | None = field(
+        default=None, metadata={"help": "width of the base network (default: preset)"}
+    )
+    base_epochs: int | None = field(
+        default=None, metadata={"help": "epochs of the base recipe (default: preset)"}
+    )
+    reward_size: int | None = field(
+        default=None, metadata={"help": "training images in the reward split (default: preset)"}
+    )
+    n_envs: int = field(default=1, metadata={"help": "env copies the RL agent steps at once"})
+    vec_env: str = field(
+        default="subproc", metadata={"help": "dummy, subproc or ray (for n_envs > 1)"}
+    )
+    vec_env_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "JSON for the VecEnv, e.g. '{\"num_gpus\": 0.25}' (ray)"},
+    )
+    finetune_epochs: int | None = field(
+        default=None, metadata={"help": "fine-tuning epochs on the training set (default: preset)"}
+    )
+    finetune_lr: float = field(default=0.01, metadata={"help": "peak fine-tuning learning rate"})
+    test_size: int | None = field(
+        default=None, metadata={"help": "test images to measure on (default: all)"}
+    )
+    algo_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "JSON of algorithm arguments, e.g. '{\"n_steps\": 256}'"},
+    )
+    env_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "JSON of extra env arguments (help(PruneEnv))"}
+    )
+    out: str = field(default="runs", metadata={"help": "folder that receives the run folder"})
+    resume: str | None = field(
+        default=None, metadata={"help": "run folder to continue (its config is used)"}
+    )
+    checkpoint_every: float = field(
+        default=120.0, metadata={"help": "seconds between search checkpoints"}
+    )
+    save_pickle: bool = field(
+        default=False,
+        metadata={"help": "also save the whole pickled module (pruned_model.pt)"},
+    )
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+    def validate(self) -> JobConfig:
+        """Unknown values fail with the list of valid ones, before anything slow starts."""
+        if self.model is not None:
+            if self.env not in (None, "ModelPrune-v0"):
+                raise ConfigError(
+                    f"--model prunes your model with ModelPrune-v0, not --env {self.env}"
+                )
+            if self.dataset not in (None, "imagefolder", "synthetic"):
+                raise ConfigError(
+                    f"--model reads an ImageFolder tree (--data-dir) or synthetic data, not "
+                    f"--dataset {self.dataset}"
+                )
+        else:
+            _choice("env", self.env or "VGG16Prune-v0", prune_env.ZOO_IDS)
+        _choice("algo", self.algo, registry.names())
+        _choice("preset", self.preset, PRESETS)
+        _choice("cost", self.cost, BUILTIN_COSTS)
+        _choice("granularity", self.granularity, GRANULARITIES)
+        _choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        _choice("vec-env", self.vec_env, registry.VEC_ENVS)
+        if self.dataset is not None:
+            _choice("dataset", self.dataset, ALL_DATASETS)
+        if not 0 < self.budget <= 1:
+            raise ConfigError(f"--budget must be in (0, 1], got {self.budget}")
+        for name in ("n_envs", "total_timesteps", "reward_size", "image_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        for name in ("algo_kwargs", "env_kwargs", "vec_env_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a JSON object")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("--device cuda but PyTorch sees no CUDA device")
+        return self
+
+    def resolve(self) -> JobConfig:
+        """Fill what the user left to the preset (and the env id)."""
+        preset = PRESETS[self.preset]
+        if self.env is None:
+            self.env = "ModelPrune-v0" if self.model is not None else "VGG16Prune-v0"
+        for name in (
+            "width_mult",
+            "base_epochs",
+            "reward_size",
+            "total_timesteps",
+            "finetune_epochs",
+        ):
+            if getattr(self, name) is None:
+                setattr(self, name, preset[name])
+        return self
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> JobConfig:
+        """A run folder's configuration (older folders stored the JSON options as text)."""
+        known = {f.name for f in fields(cls)}
+        return from_mapping(cls, {k: v for k, v in saved.items() if k in known})

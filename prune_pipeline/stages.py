@@ -1,0 +1,339 @@
+"""The job's stages as functions with typed results: search, extraction, fine-tuning and
+measurement (the base model is the task's, ``prune_pipeline.task``).
+
+Each stage takes what the previous one returned, so a caller can run them one by one (a
+notebook, another search) or all at once (``prune_pipeline.job.run_job``).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from torch import nn
+
+from agents import registry
+from agents.callbacks import SearchMonitor
+from agents.recording import EpisodeRecord, rollout, violation_rate_per_quarter
+from prune_env.costs import within_budget
+from prune_env.zoo import split_accuracy
+from prune_pipeline.pruned import finetune_pruned, measure
+from prune_pipeline.run_folder import RunFolder
+from prune_pipeline.task import Task
+
+COST_KEYS = {"params": "params", "flops": "flops", "latency": "latency_ms"}
+
+
+class SearchInterrupted(Exception):
+    """The search stopped early (Ctrl-C or SIGTERM) after writing its checkpoint."""
+
+
+# ----------------------------------------------------------------------------- base model
+def measure_base(task: Task) -> dict[str, Any]:
+    """The base model on the test images: accuracy, params, MACs, latency; and its reward
+    accuracy."""
+    stats = measure(task.base_model, task.test, task.info, task.latency_batch()).to_dict()
+    stats["reward_accuracy"] = task.mdp.base_accuracy
+    return stats
+
+
+# ----------------------------------------------------------------------------- search
+@dataclass
+class SearchResult:
+    agent: Any
+    episodes: list[dict[str, Any]]
+    summary: dict[str, Any]  # the report's "search" section
+    lambda_history: list[Any] = field(default_factory=list)
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+
+
+def _shifted(records: list[EpisodeRecord], first: int, steps: int, wall: float) -> list[dict]:
+    """Episodes of a resumed search, numbered on from the ones before the interruption."""
+    return [
+        {
+            **r.to_dict(),
+            "index": first + i,
+            "env_steps": steps + r.env_steps,
+            "wall_time": wall + r.wall_time,
+        }
+        for i, r in enumerate(records)
+    ]
+
+
+def search(
+    task: Task,
+    algo: str,
+    agent_kwargs: dict[str, Any],
+    total_timesteps: int,
+    seed: int,
+    run: RunFolder,
+    n_envs: int = 1,
+    vec_env: str = "subproc",
+    vec_env_kwargs: dict[str, Any] | None = None,
+    checkpoint_every: float = 120.0,
+    progress: bool = True,
+) -> SearchResult:
+    """Run ``algo`` for ``total_timesteps`` env steps, checkpointing into ``run`` every
+    ``checkpoint_every`` seconds (RL agents) and continuing from its last checkpoint if there
+    is one. Raises SearchInterrupted, after a checkpoint, on Ctrl-C or SIGTERM."""
+    spec = registry.get(algo)
+    is_rl = spec.agent_class is not None
+    state = run.checkpoint_state()
+    prior: list[dict] = state.get("episodes", [])
+    prior_steps, prior_wall = int(state.get("num_timesteps", 0)), float(state.get("wall", 0.0))
+    lambda_history: list = state.get("lambda_history", [])
+    stages = state.get("stages", {})
+    n_envs = n_envs if is_rl else 1
+    kwargs = dict(agent_kwargs)
+    if is_rl:
+        kwargs["tensorboard_log"] = str(run.file("tb"))
+    t0 = time.perf_counter()
+    agent, log = registry.make_agent(
+        algo,
+        task.env if n_envs == 1 else task.env_factory,
+        seed=seed,
+        n_envs=n_envs,
+        vec_env=vec_env,
+        vec_env_kwargs=vec_env_kwargs or {},
+        **kwargs,
+    )
+
+    def all_episodes() -> list[dict]:
+        return prior + _shifted(log.records, len(prior), prior_steps, prior_wall)
+
+    def checkpoint(model: Any) -> None:
+        step = int(model.num_timesteps)
+        buffer = io.BytesIO()
+        model.save(buffer)
+        files = {"agent": (f"agent-{step}.zip", buffer.getvalue())}
+        if isinstance(model, OffPolicyAlgorithm):
+            buffer = io.BytesIO()
+            model.save_replay_buffer(buffer)
+            files["replay"] = (f"replay-{step}.pkl", buffer.getvalue())
+        buffer = io.BytesIO()
+        torch.save(rng_state(), buffer)
+        files["rng"] = (f"rng-{step}.pt", buffer.getvalue())
+        run.commit_checkpoint(
+            files,
+            {
+                "num_timesteps": step,
+                "wall": prior_wall + time.perf_counter() - t0,
+                "episodes": all_episodes(),
+                "lambda_history": lambda_history + monitor.lambda_history,
+                "stages": stages,
+                "resumes": int(state.get("resumes", 0)),
+            },
+        )
+
+    if is_rl and state:
+        files = state["files"]
+        agent = spec.agent_class.load(
+            run.checkpoint_file(files["agent"]),
+            env=agent.get_env(),
+            device=kwargs.get("device", "cpu"),
+        )
+        if "replay" in files:
+            agent.load_replay_buffer(run.checkpoint_file(files["replay"]))
+        set_rng_state(torch.load(run.checkpoint_file(files["rng"]), weights_only=True))
+        state["resumes"] = int(state.get("resumes", 0)) + 1
+        print(
+            f"resumed the search at step {agent.num_timesteps:,} "
+            f"({len(prior)} episodes recorded before)",
+            flush=True,
+        )
+    # The search baselines write no checkpoint (a resumed one starts over).
+    monitor = SearchMonitor(
+        total_timesteps, checkpoint if is_rl else None, checkpoint_every, progress
+    )
+    try:
+        if is_rl:
+            remaining = total_timesteps - agent.num_timesteps
+            if remaining > 0:
+                agent.learn(
+                    total_timesteps=remaining,
+                    callback=monitor,
+                    reset_num_timesteps=False,
+                    tb_log_name="search",
+                )
+        else:
+            agent.learn(total_timesteps=total_timesteps)
+    except (KeyboardInterrupt, SearchInterrupted) as exc:
+        if is_rl:
+            checkpoint(agent)
+        raise SearchInterrupted(str(exc) or "Ctrl-C") from None
+    if is_rl:
+        checkpoint(agent)  # the finished search: a resume skips straight to extraction
+    episodes = all_episodes()
+    feasible = [e for e in episodes if e["feasible"]]
+    env_steps = prior_steps + log.total_steps if is_rl else log.total_steps
+    summary = {
+        "episodes": len(episodes),
+        "env_steps": int(env_steps),
+        "feasible_episodes": len(feasible),
+        "violation_rate": 1 - len(feasible) / len(episodes) if episodes else None,
+        "violation_rate_per_quarter": violation_rate_per_quarter(
+            [e["feasible"] for e in episodes], [e["env_steps"] for e in episodes], int(env_steps)
+        ),
+        "first_feasible_step": feasible[0]["env_steps"] if feasible else None,
+        "best_feasible_reward": max((e["reward"] for e in feasible), default=None),
+        "wall_time": prior_wall + time.perf_counter() - t0,
+        "resumes": int(state.get("resumes", 0)),
+    }
+    return SearchResult(agent, episodes, summary, lambda_history + monitor.lambda_history)
+
+
+# ----------------------------------------------------------------------------- extraction
+@dataclass
+class Extraction:
+    net: nn.Module  # the pruned network, not yet fine-tuned
+    chosen: dict[str, Any]  # the env's evaluation of the chosen keep ratios
+    source: str
+    selection: dict[str, Any]  # the report's "selection" section
+    final_policy: dict[str, Any] | None  # the learned policy's own episode (RL agents)
+
+
+def extract(
+    task: Task,
+    algo: str,
+    agent: Any,
+    agent_kwargs: dict[str, Any],
+    episodes: list[dict],
+    budget: float,
+) -> Extraction:
+    """The deterministic policy's episode and the best feasible episode of the search compete
+    on the env's reward; the better feasible one is pruned out (the least costly one if none
+    is feasible)."""
+    candidates = []
+    final_policy = None
+    try:
+        final = rollout(agent, registry.wrapped_env(algo, task.env, **agent_kwargs))
+        candidates.append(("the deterministic policy's episode", final))
+        # The learned policy is the deliverable of an RL search: did it meet the budget?
+        final_policy = {
+            "cost": float(final["cost"]),
+            "reward_accuracy": float(final["accuracy"]),
+            "feasible": bool(final["constraint_satisfied"]),
+            "budget_use": float(final["cost"]) / budget,
+        }
+    except RuntimeError as exc:  # a search baseline that found nothing feasible has no policy
+        print(f"no deterministic policy episode: {exc}")
+    feasible = [e for e in episodes if e["feasible"]]
+    if feasible:
+        best = max(feasible, key=lambda e: e["reward"])
+        candidates.append(
+            ("the best feasible episode of the search", task.mdp.evaluate(best["keep_ratios"]))
+        )
+    elif episodes:  # nothing feasible: the search's closest miss competes too
+        least = min(episodes, key=lambda e: e["cost"])
+        candidates.append(
+            ("the least costly episode of the search", task.mdp.evaluate(least["keep_ratios"]))
+        )
+    if not candidates:
+        raise RuntimeError(f"{algo} evaluated no episode: nothing to extract")
+    # Ranked by the reward the search climbed (info["reward"], the env's reward= variant).
+    ranked = sorted(
+        candidates, key=lambda c: (c[1]["constraint_satisfied"], c[1]["reward"]), reverse=True
+    )
+    if not ranked[0][1]["constraint_satisfied"]:  # nothing feasible: the least costly one
+        ranked = sorted(candidates, key=lambda c: c[1]["cost"])
+    source, chosen = ranked[0]
+    selection = {
+        "chosen": source,
+        "candidates": [
+            {
+                "source": s,
+                "reward_accuracy": i["accuracy"],
+                "cost": i["cost"],
+                "feasible": bool(i["constraint_satisfied"]),
+            }
+            for s, i in candidates
+        ],
+    }
+    net = task.mdp.pruned_network(chosen["keep_ratios"])
+    return Extraction(net, chosen, source, selection, final_policy)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+def finetune(
+    task: Task,
+    net: nn.Module,
+    epochs: int,
+    lr: float,
+    keep_zeros: bool,
+    seed: int,
+    progress: bool = True,
+) -> float:
+    """Fine-tune ``net`` in place on the whole training split (pruned weights stay zero with
+    ``keep_zeros``); returns its test accuracy before fine-tuning."""
+    before = split_accuracy(net, task.test, task.info)
+    finetune_pruned(
+        net,
+        task.train,
+        task.info,
+        task.recipe,
+        epochs,
+        lr,
+        keep_zeros=keep_zeros,
+        seed=seed,
+        progress=progress,
+        augment=task.augment,
+    )
+    return before
+
+
+# ----------------------------------------------------------------------------- measurement
+def measure_pruned(
+    task: Task,
+    net: nn.Module,
+    extraction: Extraction,
+    base: dict[str, Any],
+    cost: str,
+    budget: float,
+    weight_granularity: bool,
+    accuracy_before: float,
+) -> dict[str, Any]:
+    """The fine-tuned pruned network on the test images, its measured cost against the base,
+    and whether the constraint holds (latency is noisy: the search's measurement decides it;
+    params and FLOPs are exact)."""
+    stats = measure(
+        net, task.test, task.info, task.latency_batch(), nonzero=weight_granularity
+    ).to_dict()
+    key = COST_KEYS[cost]
+    measured_cost = stats[key] / base[key]
+    chosen = extraction.chosen
+    stats.update(
+        {
+            "test_accuracy_before_finetune": accuracy_before,
+            "reward_accuracy": chosen["accuracy"],
+            "cost": float(chosen["cost"]),
+            "measured_cost": measured_cost,
+            "constraint_satisfied": bool(chosen["constraint_satisfied"])
+            and (cost == "latency" or within_budget(measured_cost, budget)),
+            "layers": task.layers,
+            "kept": chosen["kept"],
+            "keep_ratios": chosen["keep_ratios"],
+        }
+    )
+    return stats

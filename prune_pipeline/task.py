@@ -1,0 +1,235 @@
+"""The pruning task a job works on: the base model, the data splits and the env over them.
+
+A registered env id (``VGG16Prune-v0``) brings its architecture and data set; the env loads
+its base model from ``--checkpoint`` or the cache, or trains it with its recipe. Your own
+model (``--model resnet18`` or ``--model path/to/file.py:factory``) comes with an ImageFolder
+tree (``--data-dir``): its base model is your ``--checkpoint``, or it is trained here for
+``--base-epochs`` as a visible stage of its own, with a held-out tenth of the training images
+(at most 5000) kept out of training for the reward, like the package's own base models.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+import prune_env
+from prune_env.data import DatasetInfo, Split, dataset_info, load_split, normalise
+from prune_env.zoo import Recipe, heldout_indices, load_checkpoint, train_model
+from prune_pipeline.config import ConfigError, JobConfig
+from prune_pipeline.pruned import load_factory
+
+
+@dataclass
+class Task:
+    """What the stages need: the env (the MDP), the full data splits and how to rebuild the
+    architecture. Build one with ``make_task``."""
+
+    env: gym.Env
+    train: Split  # the whole training split (fine-tuning)
+    test: Split  # the images the job measures on
+    info: DatasetInfo
+    recipe: str | None  # base recipe name for fine-tuning (None: the generic recipe)
+    builder: dict[str, Any] | None  # prune_pipeline.pruned.build_architecture's argument
+    env_factory: Callable[[], gym.Env]  # makes another copy of the env (n_envs > 1)
+    base_source: str = ""
+    augment: bool | None = None  # fine-tuning's crop-and-flip (None: the recipe's)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mdp(self) -> Any:
+        """The PruneEnv under gym.make's wrappers (its documented methods: evaluate,
+        pruned_network, units)."""
+        return self.env.unwrapped
+
+    @property
+    def base_model(self) -> nn.Module:
+        return self.mdp.base_model
+
+    @property
+    def layers(self) -> list[str]:
+        return [u.name for u in self.mdp.units]
+
+    def latency_batch(self) -> torch.Tensor:
+        return normalise(self.test.images[:64].to(self.mdp.device), self.info)
+
+
+def env_arguments(cfg: JobConfig) -> dict[str, Any]:
+    """A registered env's keyword arguments for a resolved configuration."""
+    return {
+        "budget": cfg.budget,
+        "cost": cfg.cost,
+        "granularity": cfg.granularity,
+        "width_mult": cfg.width_mult,
+        "base_train_epochs": cfg.base_epochs,
+        "reward_size": cfg.reward_size,
+        "data_dir": cfg.data_dir,
+        "checkpoint": cfg.checkpoint,
+        "device": cfg.device,
+        **({"dataset": cfg.dataset} if cfg.dataset else {}),
+        **cfg.env_kwargs,
+    }
+
+
+def _first(split: Split, n: int | None) -> Split:
+    return split if n is None else Split(split.images[:n], split.labels[:n], split.classes)
+
+
+def make_task(cfg: JobConfig) -> Task:
+    """The task of a resolved configuration (a registered env id, or ``cfg.model``)."""
+    if cfg.model is not None:
+        return _user_task(cfg)
+    kwargs = env_arguments(cfg)
+    env = prune_env.make(cfg.env, progress=cfg.progress, **kwargs)
+    penv = env.unwrapped
+    info = penv.data_info
+    arch = penv.base_info["arch"]
+    return Task(
+        env=env,
+        train=penv.dataset_split("train"),
+        test=_first(penv.dataset_split("test"), cfg.test_size),
+        info=info,
+        recipe=arch,
+        builder={
+            "kind": "zoo",
+            "name": arch,
+            "num_classes": info.num_classes,
+            "in_channels": info.channels,
+            "width_mult": cfg.width_mult,
+        },
+        # the copies find the base model in the cache by now: none trains it again
+        env_factory=partial(prune_env.make, cfg.env, **kwargs),
+        base_source=str(penv.base_info.get("source")),
+    )
+
+
+# ----------------------------------------------------------------------------- your own model
+def build_user_model(spec: str, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    """``spec``: a torchvision classifier name, or ``path/to/file.py:factory`` (a function of
+    no arguments returning the model). Returns the model and its builder record."""
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        path, name = spec.rsplit(":", 1)
+        try:
+            model = load_factory(path, name)()
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(f"--model {spec}: {exc}") from None
+        builder = {"kind": "factory", "path": str(Path(path).resolve()), "name": name}
+    else:
+        import torchvision
+
+        names = torchvision.models.list_models(module=torchvision.models)
+        if spec not in names:
+            raise ConfigError(
+                f"--model {spec!r} is neither path/to/file.py:factory nor a torchvision "
+                f"classifier; expected one of {names}"
+            )
+        model = torchvision.models.get_model(spec, weights=None, num_classes=num_classes)
+        builder = {"kind": "torchvision", "name": spec, "num_classes": num_classes}
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"--model {spec} returned {type(model).__name__}, not an nn.Module")
+    return model, builder
+
+
+class NormalisedImages(Dataset):
+    """A Split's images normalised on access (the env carves only what it needs)."""
+
+    def __init__(self, split: Split, info: DatasetInfo, indices: np.ndarray | None = None):
+        self.split, self.info = split, info
+        self.indices = np.arange(len(split)) if indices is None else np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        j = int(self.indices[i])
+        return normalise(self.split.images[j : j + 1], self.info)[0], int(self.split.labels[j])
+
+
+def _user_task(cfg: JobConfig) -> Task:
+    dataset = cfg.dataset or "imagefolder"
+    if dataset == "imagefolder" and cfg.data_dir is None:
+        raise ConfigError("--model needs --data-dir, an ImageFolder tree DATA_DIR/{train,test}")
+    train = load_split(dataset, "train", cfg.data_dir, cfg.image_size)
+    test = load_split(dataset, "test", cfg.data_dir, cfg.image_size)
+    info = dataset_info(dataset, train)
+    model, builder = build_user_model(cfg.model, info.num_classes)
+    example = normalise(train.images[:2], info)
+    with torch.no_grad():
+        logits = model.eval()(example)
+    if logits.ndim != 2 or logits.shape[1] != info.num_classes:
+        raise ConfigError(
+            f"--model {cfg.model} gives outputs of shape {tuple(logits.shape)} for images of "
+            f"shape {tuple(example.shape)}; the data has {info.num_classes} classes"
+        )
+    held: np.ndarray | None = None
+    if cfg.checkpoint is not None:
+        meta = load_checkpoint(model, cfg.checkpoint)
+        source = f"{cfg.checkpoint}"
+        if meta.get("heldout") is None:
+            warnings.warn(
+                "the checkpoint records no held-out split: the reward images come from the "
+                "training images, which it may have trained on",
+                stacklevel=2,
+            )
+    else:
+        if not cfg.base_epochs:
+            raise ConfigError("--model without --checkpoint needs --base-epochs >= 1 to train it")
+        held = heldout_indices(len(train))
+        rest = np.setdiff1d(np.arange(len(train)), held)
+        fit = Split(train.images[rest], train.labels[rest], train.classes)
+        device = torch.device(
+            "cuda"
+            if cfg.device == "auto" and torch.cuda.is_available()
+            else ("cpu" if cfg.device == "auto" else cfg.device)
+        )
+        model.to(device)
+        print(
+            f"[0/5] base model: training {cfg.model} for {cfg.base_epochs} epoch(s) on "
+            f"{len(fit):,} images ({len(held):,} held out for the reward)",
+            flush=True,
+        )
+        train_model(
+            model,
+            fit,
+            info,
+            Recipe(epochs=cfg.base_epochs),
+            seed=cfg.seed,
+            progress=cfg.progress,
+            description="base model",
+        )
+        model.cpu()
+        source = f"trained here for {cfg.base_epochs} epoch(s), {len(held)} images held out"
+    reward_data = NormalisedImages(train, info, held)
+    kwargs = {
+        "model": model,
+        "example_input": example[:1],
+        "train_data": reward_data,
+        "budget": cfg.budget,
+        "cost": cfg.cost,
+        "granularity": cfg.granularity,
+        "reward_size": cfg.reward_size,
+        "device": cfg.device,
+        **cfg.env_kwargs,
+    }
+    env = prune_env.make("ModelPrune-v0", **kwargs)
+    return Task(
+        env=env,
+        train=train,
+        test=_first(test, cfg.test_size),
+        info=info,
+        recipe=None,
+        builder=builder,
+        env_factory=partial(prune_env.make, "ModelPrune-v0", **kwargs),
+        base_source=source,
+        extra={"heldout": None if held is None else len(held)},
+    )

@@ -1,0 +1,221 @@
+"""The job layer: your own model end to end (Python and command line), the configuration
+converter, the run folder, the layering of the packages."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from prune_env.costs import within_budget
+from prune_env.data import synthetic_split
+from prune_pipeline import load_pruned, prune
+from prune_pipeline.config import ConfigError, JobConfig, from_mapping, parse_value
+from prune_pipeline.pruned import MODEL_FILE, WEIGHTS_FILE
+from prune_pipeline.run_folder import RunFolder, RunFolderError
+
+ROOT = Path(__file__).resolve().parents[1]
+FACTORY = """
+from torch import nn
+
+
+def make():
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )
+"""
+FAST = {"bn_calib_size": 32, "latency_batch_size": 4, "latency_repeats": 1}
+
+
+@pytest.fixture
+def factory(tmp_path):
+    path = tmp_path / "my_net.py"
+    path.write_text(FACTORY)
+    return path
+
+
+def _data(n, split="train"):
+    s = synthetic_split(split, n=n)
+    return s.images, s.labels
+
+
+def test_prune_delivers_a_smaller_model_and_leaves_yours_alone(tmp_path, factory, home):
+    from prune_pipeline.pruned import load_factory
+
+    torch.manual_seed(0)
+    model = load_factory(factory, "make")()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = prune(
+        model, _data(256), budget=0.5, cost="flops", algo="random_search", total_timesteps=16,
+        test_data=_data(64, "test"), reward_size=64, finetune_epochs=1, device="cpu",
+        architecture=f"{factory}:make", out=tmp_path / "runs", progress=False, env_kwargs=FAST,
+    )  # fmt: skip
+    report = result.report
+    base, pruned = report["base"], report["pruned"]
+    assert pruned["constraint_satisfied"] and pruned["flops"] <= 0.5 * base["flops"]
+    assert sum(p.numel() for p in result.model.parameters()) == pruned["params"]
+    assert report["search"]["env_steps"] == 16 and report["model"] == f"{factory}:make"
+    # your model: same weights, same place, same mode as before the call
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # the weights-only file rebuilds the delivered model; no pickle was needed
+    assert (result.run_dir / WEIGHTS_FILE).is_file() and not (result.run_dir / MODEL_FILE).exists()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_pruned(result.run_dir)(x), result.model.eval()(x))
+
+
+def test_prune_takes_prepared_float_inputs_and_pickles_an_unknown_architecture(tmp_path, home):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 3))
+    x = torch.randn(96, 1, 8, 8)
+    y = torch.randint(0, 3, (96,))
+    result = prune(
+        model, (x, y), budget=0.6, cost="params", algo="uniform", total_timesteps=4,
+        reward_size=32, finetune_epochs=1, device="cpu", out=tmp_path, progress=False,
+        env_kwargs=FAST,
+    )  # fmt: skip
+    assert result.report["pruned"]["constraint_satisfied"]
+    assert (result.run_dir / MODEL_FILE).is_file()  # no builder: the pickle is the saved form
+    whole = torch.load(result.run_dir / MODEL_FILE, weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(whole(x[:4]), result.model(x[:4]))
+
+
+def test_prune_refuses_bad_input_at_its_boundary(tmp_path):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(TypeError, match=r"model must be an nn\.Module"):
+        prune("resnet18", _data(8))
+    with pytest.raises(TypeError, match="train_data must be an"):
+        prune(model, [1, 2, 3])
+    with pytest.raises(ValueError, match="train_data has 4 inputs and 3 labels"):
+        prune(model, (torch.zeros(4, 4), torch.zeros(3, dtype=torch.long)))
+    with pytest.raises(ValueError, match="unknown --algo 'ppo_lagrange'"):
+        prune(model, (torch.zeros(4, 4), torch.zeros(4, dtype=torch.long)), algo="ppo_lagrange")
+    with pytest.raises(ValueError, match="architecture: --model 'nope'"):
+        prune(model, (torch.zeros(4, 4), torch.zeros(4, dtype=torch.long)), architecture="nope")
+
+
+def _cli(script, *args, home):
+    env = {**os.environ, "PRUNE_ENV_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_train_prunes_a_model_from_a_factory_file(tmp_path, factory):
+    out = tmp_path / "runs"
+    proc = _cli("train.py", "--model", f"{factory}:make", "--dataset", "synthetic",
+                "--base-epochs", "1", "--reward-size", "64", "--total-timesteps", "16",
+                "--algo", "random_search", "--finetune-epochs", "1", "--test-size", "128",
+                "--device", "cpu", "--no-progress", "--out", out,
+                "--env-kwargs", json.dumps(FAST), home=tmp_path / "home")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "held out for the reward" in proc.stdout  # the base model is trained visibly
+    (run_dir,) = out.iterdir()
+    assert run_dir.name.startswith("ModelPrune-v0__random_search__0__")
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["model"] == f"{factory}:make" and report["pruned"]["keep_ratios"]
+    arch = json.loads((run_dir / "pruned_arch.json").read_text())
+    assert arch["builder"] == {"kind": "factory", "path": str(factory), "name": "make"}
+    assert arch["weights_only_verified"] is True
+    # evaluate.py rebuilds the same task from the run folder and re-measures the model
+    again = _cli("evaluate.py", run_dir, "--no-progress", home=tmp_path / "home")
+    assert again.returncode == 0, again.stderr
+    assert "matches the report" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "resnet1800", "--dataset", "synthetic"], "neither path/to/file.py:factory"),
+        (["--model", "x.py:make", "--env", "VGG16Prune-v0"], "not --env VGG16Prune-v0"),
+        (["--model", "resnet18"], "--model needs --data-dir"),
+        (["--model", "missing.py:make", "--dataset", "synthetic"], "does not exist"),
+        (["--env-kwargs", "[1, 2]"], "--env-kwargs must be a JSON object"),
+        (["--budget", "x"], "--budget expects a float"),
+        (["--resume", "."], "not a run folder"),
+    ],
+)
+def test_train_refuses_bad_options_with_a_clear_message(tmp_path, args, message):
+    proc = _cli("train.py", *args, "--no-progress", "--out", tmp_path, home=tmp_path)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_converter_reads_every_field_kind():
+    assert parse_value(JobConfig, "total_timesteps", "96") == 96
+    assert parse_value(JobConfig, "budget", "0.25") == 0.25
+    assert parse_value(JobConfig, "progress", "false") is False
+    assert parse_value(JobConfig, "algo_kwargs", '{"n_steps": 8}') == {"n_steps": 8}
+    assert parse_value(JobConfig, "algo_kwargs", {"n_steps": 8}) == {"n_steps": 8}  # typed
+    assert parse_value(JobConfig, "model", "resnet18") == "resnet18"
+    with pytest.raises(ConfigError, match=r"--algo-kwargs expects a dict"):
+        parse_value(JobConfig, "algo_kwargs", "{n_steps: 8}")
+    with pytest.raises(ConfigError, match=r"unknown options \['nope'\]"):
+        from_mapping(JobConfig, {"nope": 1})
+    # old run folders stored the JSON options as text: they still load
+    old = JobConfig.from_saved({"env": "VGG11Prune-v0", "algo_kwargs": '{"n_steps": 8}'})
+    assert old.algo_kwargs == {"n_steps": 8}
+
+
+def test_a_checkpoint_commit_is_atomic_and_drops_older_files(tmp_path):
+    run = RunFolder.create(tmp_path, "r", {"config": {}})
+    run.commit_checkpoint({"agent": ("agent-8.zip", b"a8")}, {"num_timesteps": 8})
+    run.commit_checkpoint({"agent": ("agent-16.zip", b"a16")}, {"num_timesteps": 16})
+    state = run.checkpoint_state()
+    assert state == {"num_timesteps": 16, "files": {"agent": "agent-16.zip"}}
+    assert sorted(p.name for p in (run.path / "checkpoint").iterdir()) == [
+        "agent-16.zip", "state.json",
+    ]  # fmt: skip
+    run.write_report({"done": True}, "# done")
+    assert run.is_complete and not (run.path / "checkpoint").exists()
+    with pytest.raises(RunFolderError, match="not a run folder"):
+        RunFolder.open(tmp_path)
+
+
+def test_feasibility_is_one_function():
+    assert within_budget(0.1 + 1e-13, 0.1) and not within_budget(0.1 + 1e-9, 0.1)
+    for path in ["agents/recording.py", "prune_env/envs/pruning.py", "prune_env/envs/surrogate.py",
+                 "prune_pipeline/stages.py", "prune_pipeline/evaluation.py",
+                 "prune_pipeline/bench.py"]:  # fmt: skip
+        text = (ROOT / path).read_text()
+        assert "within_budget" in text and "1e-12" not in text, path
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_layers_prune_env_then_agents_then_pipeline_then_scripts():
+    scripts = {"train", "evaluate", "benchmark"}
+    above = {"prune_env": {"agents", "prune_pipeline"}, "agents": {"prune_pipeline"},
+             "prune_pipeline": set()}  # fmt: skip
+    for package, forbidden in above.items():
+        for path in (ROOT / package).rglob("*.py"):
+            bad = _imports(path) & (forbidden | scripts)
+            assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+    for path in [*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tests").glob("*.py")]:
+        assert not _imports(path) & scripts, f"{path.relative_to(ROOT)} imports a script"
+        assert "sys.path.insert(" not in path.read_text().replace('"sys.path.insert("', ""), path
+
+
+def test_importing_the_plots_leaves_matplotlib_alone():
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import prune_pipeline.plots; "
+        "print(matplotlib.get_backend())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"
