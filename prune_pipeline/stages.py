@@ -7,9 +7,13 @@ notebook, another search) or all at once (``prune_pipeline.job.run_job``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +86,41 @@ def _shifted(records: list[EpisodeRecord], first: int, steps: int, wall: float) 
     ]
 
 
+def _merged(before: list, since: list) -> list:
+    """Lambda history of a resumed search: a resumed monitor records again the step of the
+    checkpoint it starts from."""
+    last = before[-1][0] if before else -1
+    return before + [entry for entry in since if entry[0] > last]
+
+
+@contextlib.contextmanager
+def _stop_at_a_whole_state(monitor: SearchMonitor | None) -> Iterator[None]:
+    """While an RL search runs, the first SIGINT or SIGTERM asks ``monitor`` to checkpoint at
+    the next whole state (the next rollout start) and stop there; a second one stops at once
+    (KeyboardInterrupt), keeping the last checkpoint. Outside the main thread (where signal
+    handlers cannot be set) and for the search baselines, nothing changes."""
+    if monitor is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if monitor.stop_requested:
+            raise KeyboardInterrupt(f"signal {signum} again")
+        monitor.request_stop()
+        print(
+            f"\nsignal {signum}: stopping at the next checkpoint (end of this rollout); "
+            "send it again to stop now and keep the last checkpoint",
+            flush=True,
+        )
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def search(
     task: Task,
     algo: str,
@@ -97,7 +136,9 @@ def search(
 ) -> SearchResult:
     """Run ``algo`` for ``total_timesteps`` env steps, checkpointing into ``run`` every
     ``checkpoint_every`` seconds (RL agents) and continuing from its last checkpoint if there
-    is one. Raises SearchInterrupted, after a checkpoint, on Ctrl-C or SIGTERM."""
+    is one. On Ctrl-C or SIGTERM an RL search checkpoints at the next rollout start and raises
+    SearchInterrupted (a second signal raises it at once, keeping the last checkpoint); a
+    resumed search then continues exactly as the uninterrupted one would have."""
     spec = registry.get(algo)
     is_rl = spec.agent_class is not None
     state = run.checkpoint_state()
@@ -141,7 +182,7 @@ def search(
                 "num_timesteps": step,
                 "wall": prior_wall + time.perf_counter() - t0,
                 "episodes": all_episodes(),
-                "lambda_history": lambda_history + monitor.lambda_history,
+                "lambda_history": _merged(lambda_history, monitor.lambda_history),
                 "stages": stages,
                 "resumes": int(state.get("resumes", 0)),
             },
@@ -168,23 +209,28 @@ def search(
         total_timesteps, checkpoint if is_rl else None, checkpoint_every, progress
     )
     try:
-        if is_rl:
-            remaining = total_timesteps - agent.num_timesteps
-            if remaining > 0:
-                agent.learn(
-                    total_timesteps=remaining,
-                    callback=monitor,
-                    reset_num_timesteps=False,
-                    tb_log_name="search",
-                )
-        else:
-            agent.learn(total_timesteps=total_timesteps)
+        with _stop_at_a_whole_state(monitor if is_rl else None):
+            if is_rl:
+                remaining = total_timesteps - agent.num_timesteps
+                if remaining > 0:
+                    agent.learn(
+                        total_timesteps=remaining,
+                        callback=monitor,
+                        reset_num_timesteps=False,
+                        tb_log_name="search",
+                    )
+            else:
+                agent.learn(total_timesteps=total_timesteps)
     except (KeyboardInterrupt, SearchInterrupted) as exc:
-        if is_rl:
-            checkpoint(agent)
+        # Stopped at once (a second signal, or a search baseline): the state now is not whole
+        # (a rollout or an episode half done), so the last checkpoint stands.
         raise SearchInterrupted(str(exc) or "Ctrl-C") from None
+    if monitor.stopped:
+        raise SearchInterrupted(f"stopped at step {agent.num_timesteps:,}, after its checkpoint")
     if is_rl:
         checkpoint(agent)  # the finished search: a resume skips straight to extraction
+    if monitor.stop_requested:
+        raise SearchInterrupted("stopped after the last step, after its checkpoint")
     episodes = all_episodes()
     feasible = [e for e in episodes if e["feasible"]]
     env_steps = prior_steps + log.total_steps if is_rl else log.total_steps
@@ -201,7 +247,7 @@ def search(
         "wall_time": prior_wall + time.perf_counter() - t0,
         "resumes": int(state.get("resumes", 0)),
     }
-    return SearchResult(agent, episodes, summary, lambda_history + monitor.lambda_history)
+    return SearchResult(agent, episodes, summary, _merged(lambda_history, monitor.lambda_history))
 
 
 # ----------------------------------------------------------------------------- extraction

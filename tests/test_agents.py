@@ -235,7 +235,7 @@ def test_search_monitor_checkpoints_where_the_agent_is_whole():
     saved_at.clear()
     monitor = SearchMonitor(6, lambda m: saved_at.append(m.num_timesteps), 0.0, progress=False)
     TD3("MlpPolicy", ConcaveBandit(), learning_starts=2, seed=0).learn(6, callback=monitor)
-    assert saved_at == [1, 2, 3, 4, 5, 6]  # off-policy: at every episode end
+    assert saved_at == [1, 2, 3, 4, 5]  # off-policy: at each rollout start after an episode end
     never = SearchMonitor(32, lambda m: saved_at.append(-1), 3600.0, progress=False)
     agent.learn(16, callback=never)
     assert -1 not in saved_at

@@ -1,0 +1,122 @@
+"""Resume: a search stopped by SIGTERM and resumed is the search that was never stopped.
+
+In-process runs of the job (``prune_pipeline.job.main``) on a tiny synthetic task. The env
+sends SIGTERM to its own process in the middle of a rollout, the way a scheduler does; the
+job must checkpoint at the next whole state, exit with 130, and ``--resume`` must then give
+the same episodes (keep ratios, rewards, costs, step numbers), the same lambda history and
+the same agent as one uninterrupted run. A resume that restarts the step count, forgets the
+RNG state, loses the replay buffer or the last transition before it would diverge.
+"""
+
+import json
+import os
+import signal
+
+import gymnasium as gym
+import pytest
+import torch
+
+import prune_pipeline.job as job
+from agents import registry
+from agents.callbacks import SearchMonitor
+from prune_pipeline.run_folder import RunFolder
+
+TINY = [
+    "--env", "VGG11Prune-v0", "--dataset", "synthetic", "--width-mult", "0.125",
+    "--base-epochs", "1", "--reward-size", "64", "--finetune-epochs", "1", "--test-size", "64",
+    "--device", "cpu", "--no-progress", "--checkpoint-every", "3600",
+]  # fmt: skip
+# VGG11 has 8 prunable layers: episodes of 8 steps, rollouts of 32 (whole episodes).
+CASES = {
+    "ppo_lag": {"n_steps": 32, "batch_size": 16},
+    "amc": {"learning_starts": 16},  # off-policy: TD3 trains from step 16 on
+}
+
+
+class SigtermAt(gym.Wrapper):
+    """Sends SIGTERM to this process at its ``at``-th step (once)."""
+
+    def __init__(self, env: gym.Env, at: int) -> None:
+        super().__init__(env)
+        self.at, self.steps = at, 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.env.step(action)
+
+
+def _episodes(run_dir):
+    return [
+        {k: v for k, v in e.items() if k != "wall_time"} for e in RunFolder(run_dir).episodes()
+    ]
+
+
+@pytest.mark.parametrize("algo", sorted(CASES))
+def test_a_sigterm_stopped_search_resumes_as_if_never_stopped(algo, tmp_path, home, monkeypatch):
+    args = [*TINY, "--algo", algo, "--total-timesteps", "160"]
+    args += ["--algo-kwargs", json.dumps(CASES[algo])]
+    assert job.main([*args, "--out", str(tmp_path / "straight")]) == 0
+    (straight,) = (tmp_path / "straight").iterdir()
+
+    make_task = job.make_task
+
+    def interrupted_task(cfg):
+        task = make_task(cfg)
+        task.env = SigtermAt(task.env, at=70)  # mid-rollout, mid-episode
+        return task
+
+    monkeypatch.setattr(job, "make_task", interrupted_task)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert job.main([*args, "--out", str(tmp_path / "stopped")]) == 130
+    signal.signal(signal.SIGTERM, previous)
+    monkeypatch.setattr(job, "make_task", make_task)
+    (stopped,) = (tmp_path / "stopped").iterdir()
+    run = RunFolder(stopped)
+    assert not run.is_complete
+    state = run.checkpoint_state()
+    # Stopped at the next whole state: the next rollout start (on-policy, step 96) or the
+    # first episode end after the signal (off-policy, step 72); no later step is kept.
+    assert state["num_timesteps"] == {"ppo_lag": 96, "amc": 72}[algo]
+    assert [e["env_steps"] for e in state["episodes"]][-1] == state["num_timesteps"]
+
+    assert job.main(["--resume", str(stopped), "--no-progress"]) == 0
+    a, b = RunFolder(straight).report(), run.report()
+    assert b["search"]["resumes"] == 1 and b["search"]["env_steps"] == 160
+    assert _episodes(stopped) == _episodes(straight)
+    assert b["lambda_history"] == a["lambda_history"]
+    assert b["pruned"]["keep_ratios"] == a["pruned"]["keep_ratios"]
+    # the same agent at the end: every parameter equal
+    spec = registry.get(algo)
+    agent_a = spec.agent_class.load(straight / "agent.zip", device="cpu")
+    agent_b = spec.agent_class.load(stopped / "agent.zip", device="cpu")
+    for (name, p), q in zip(
+        agent_a.policy.state_dict().items(), agent_b.policy.state_dict().values(), strict=True
+    ):
+        assert torch.equal(p, q), name
+
+
+def test_the_monitor_stops_only_where_the_agent_is_whole():
+    """An off-policy checkpoint must not be taken at an episode's last step: SB3 stores that
+    transition after the step callback, so the replay buffer would miss it."""
+    from stable_baselines3 import TD3
+
+    from tests.toy_envs import ConcaveBandit
+
+    saved = []
+
+    def checkpoint(model):
+        saved.append((model.num_timesteps, model.replay_buffer.size()))
+
+    monitor = SearchMonitor(8, checkpoint, 0.0, progress=False)
+    TD3("MlpPolicy", ConcaveBandit(), learning_starts=2, seed=0).learn(8, callback=monitor)
+    assert saved == [(s, s) for s in range(1, 8)]  # every stored transition is in the buffer
+
+    saved.clear()
+    monitor = SearchMonitor(64, checkpoint, 3600.0, progress=False)
+    monitor.request_stop()
+    agent = TD3("MlpPolicy", ConcaveBandit(), learning_starts=2, seed=0)
+    agent.learn(64, callback=monitor)
+    # the first whole state after the request: the start of the second rollout, then stop
+    assert monitor.stopped and saved == [(1, 1)] and agent.num_timesteps == 2
