@@ -48,9 +48,7 @@ class SigtermAt(gym.Wrapper):
 
 
 def _episodes(run_dir):
-    return [
-        {k: v for k, v in e.items() if k != "wall_time"} for e in RunFolder(run_dir).episodes()
-    ]
+    return [{k: v for k, v in e.items() if k != "wall_time"} for e in RunFolder(run_dir).episodes()]
 
 
 @pytest.mark.parametrize("algo", sorted(CASES))
@@ -102,21 +100,25 @@ def test_the_monitor_stops_only_where_the_agent_is_whole():
     transition after the step callback, so the replay buffer would miss it."""
     from stable_baselines3 import TD3
 
-    from tests.toy_envs import ConcaveBandit
+    from tests.toy_envs import FixedCostEnv
+
+    def chain():  # episodes of 3 steps
+        return FixedCostEnv({"cost": 0.3}, {"cost": 0.5}, length=3)
 
     saved = []
 
     def checkpoint(model):
         saved.append((model.num_timesteps, model.replay_buffer.size()))
 
-    monitor = SearchMonitor(8, checkpoint, 0.0, progress=False)
-    TD3("MlpPolicy", ConcaveBandit(), learning_starts=2, seed=0).learn(8, callback=monitor)
-    assert saved == [(s, s) for s in range(1, 8)]  # every stored transition is in the buffer
+    monitor = SearchMonitor(12, checkpoint, 0.0, progress=False)
+    TD3("MlpPolicy", chain(), learning_starts=2, seed=0).learn(12, callback=monitor)
+    # after each finished episode, with every stored transition in the buffer
+    assert saved == [(3, 3), (6, 6), (9, 9)]
 
     saved.clear()
-    monitor = SearchMonitor(64, checkpoint, 3600.0, progress=False)
+    monitor = SearchMonitor(60, checkpoint, 3600.0, progress=False)
     monitor.request_stop()
-    agent = TD3("MlpPolicy", ConcaveBandit(), learning_starts=2, seed=0)
-    agent.learn(64, callback=monitor)
-    # the first whole state after the request: the start of the second rollout, then stop
-    assert monitor.stopped and saved == [(1, 1)] and agent.num_timesteps == 2
+    agent = TD3("MlpPolicy", chain(), learning_starts=2, seed=0)
+    agent.learn(60, callback=monitor)
+    # the first whole state after the request: the end of the first episode, then stop
+    assert monitor.stopped and saved == [(3, 3)] and agent.num_timesteps == 4
