@@ -102,6 +102,7 @@ def env_kwargs(cfg: Config, **overrides) -> dict:
         "dataset": cfg.dataset,
         "width_mult": cfg.width_mult,
         "base_train_epochs": cfg.base_train_epochs,
+        "train_base": True,  # this benchmark prepares its base model when none is cached
         "reward_size": cfg.reward_size,
         "budget": cfg.budget,
         "device": cfg.device,

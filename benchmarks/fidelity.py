@@ -47,7 +47,9 @@ def make_env(env_id: str, **overrides: Any):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return gym.make(env_id, **{**QUICK, "cache_size": 0, **overrides}).unwrapped
+        return gym.make(
+            env_id, **{**QUICK, "train_base": True, "cache_size": 0, **overrides}
+        ).unwrapped
 
 
 # ----------------------------------------------------------------------------- candidates

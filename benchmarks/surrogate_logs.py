@@ -65,8 +65,8 @@ def main() -> int:
         with gzip.open(out, "rb") as src, open(raw, "wb") as dst:
             shutil.copyfileobj(src, dst)
     env = prune_env.make(
-        args.env, **QUICK_TASK, budget=1.0, cache_size=0, device=args.device, eval_log=raw,
-        progress=True,
+        args.env, **QUICK_TASK, train_base=True, budget=1.0, cache_size=0, device=args.device,
+        eval_log=raw, progress=True,
     ).unwrapped  # fmt: skip
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()

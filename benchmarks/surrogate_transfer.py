@@ -38,7 +38,7 @@ def main() -> int:
     args = parser.parse_args()
     surrogate_id = f"{args.env.removesuffix('-v0')}Surrogate-v0"
     kwargs = PPO if args.algo.startswith("ppo") else {}
-    real = prune_env.make(args.env, **QUICK_TASK, budget=args.budget).unwrapped
+    real = prune_env.make(args.env, **QUICK_TASK, train_base=True, budget=args.budget).unwrapped
     rows, results = [], []
     for seed in range(args.seeds):
         surrogate = prune_env.make(surrogate_id, budget=args.budget)

@@ -22,7 +22,9 @@ def run(env: gym.Env, ratios: np.ndarray, seed: int = 0) -> dict:
 
 
 def main() -> None:
-    env = gym.make("LeNet5Prune-v0", budget=0.1, cost="params", progress=True)
+    # train_base=True: the first run trains the LeNet-5 base model (about a minute), later
+    # runs load it from the cache; without it, gym.make refuses to train anything.
+    env = gym.make("LeNet5Prune-v0", budget=0.1, cost="params", train_base=True, progress=True)
     base = env.unwrapped
     print(f"base model: {base.base_info['source']}")
     print(

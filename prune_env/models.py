@@ -184,6 +184,9 @@ class LeNet5(nn.Module):
 
 ModelFactory = Callable[..., nn.Module]
 
+# Input shape (channels, size) of the architectures that do not take 3x32x32 images.
+ARCH_INPUT: dict[str, tuple[int, int]] = {"lenet5": (1, 28)}
+
 MODELS: dict[str, ModelFactory] = {
     "vgg11": lambda **kw: VGG(_VGG_CONFIGS["vgg11"], **kw),
     "vgg16": lambda **kw: VGG(_VGG_CONFIGS["vgg16"], **kw),

@@ -20,12 +20,25 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prune_env.data import DatasetInfo, Split, augment, data_root, normalise
+from prune_env.data import (
+    DatasetInfo,
+    Split,
+    augment,
+    data_root,
+    dataset_info,
+    load_split,
+    normalise,
+    synthetic_split,
+)
 from prune_env.evaluation import accuracy
-from prune_env.models import build_model
+from prune_env.models import ARCH_INPUT, build_model
 from prune_env.paths import atomic_torch_save, home_dir
 
 CHECKPOINT_FORMAT = "prune_env.checkpoint/1"
+
+
+class BaseModelMissing(FileNotFoundError):
+    """No base model is cached for a task, and training one was not asked for."""
 
 
 class CheckpointError(RuntimeError):
@@ -240,11 +253,13 @@ def get_base_model(
     seed: int = 0,
     progress: bool = True,
     tag: str | None = None,
+    train_if_missing: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The base network of a registered architecture, in eval mode on ``device``.
 
     Order: ``checkpoint`` if given; else (when ``pretrained``) the cache file; else train with
-    ``RECIPES[arch]`` (``train_epochs`` overrides its length) and cache the result atomically.
+    ``RECIPES[arch]`` (``train_epochs`` overrides its length) and cache the result atomically,
+    or, with ``train_if_missing=False``, raise BaseModelMissing.
     ``pretrained=False`` returns the randomly initialised network (for speed tests).
     ``tag`` (``data_tag``) tells data sets of one name apart in the cache file name.
 
@@ -266,6 +281,14 @@ def get_base_model(
     if path.is_file():
         meta = load_checkpoint(model, path)
         return model.to(device).eval(), {"source": str(path), **meta}
+    if not train_if_missing:
+        raise BaseModelMissing(
+            f"no cached base model {path} ({arch} on {dataset}, width {width_mult:g}, "
+            f"{recipe.epochs} epochs): building an env does not train one (minutes to hours). "
+            f"Train it first, a visible step: prune_env.zoo.prepare_base_model(...) or "
+            f"`prune-train` (its stage 1); or pass checkpoint= (your weights) or "
+            f"train_base=True"
+        )
     if train is None:
         raise ValueError(f"no cached {path.name} and no training data to train it")
     model = model.to(device)
@@ -296,3 +319,66 @@ def get_base_model(
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save({**meta, "state_dict": state}, path)
     return model.eval(), {"source": str(path), **meta}
+
+
+def arch_split(
+    arch: str, dataset: str, split: str, data_dir: str | os.PathLike | None = None
+) -> Split:
+    """The whole ``split`` ("train" or "test") of ``dataset`` as architecture ``arch`` takes
+    it (the synthetic data set takes the architecture's input shape)."""
+    if dataset == "synthetic":
+        channels, size = ARCH_INPUT.get(arch, (3, 32))
+        return synthetic_split(split, 10, channels, size)
+    return load_split(dataset, split, data_dir)
+
+
+@dataclass
+class BaseModel:
+    """A registered task's base model with the data it was measured on."""
+
+    model: nn.Module  # eval mode
+    meta: dict[str, Any]  # checkpoint record: source (its file), recipe, heldout, accuracy
+    train: Split
+    test: Split
+    info: DatasetInfo
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The file the model was loaded from or saved to (None for a random network)."""
+        source = Path(str(self.meta.get("source")))
+        return str(source) if source.is_file() else None
+
+
+def prepare_base_model(
+    arch: str,
+    dataset: str,
+    data_dir: str | os.PathLike | None = None,
+    width_mult: float = 1.0,
+    train_epochs: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> BaseModel:
+    """The explicit base-model step of a registered task: load ``checkpoint``, else the cached
+    model, else train it here with its recipe (a progress bar; cached for every later env of
+    the task). Envs of registered ids then load it from the cache (``checkpoint=`` the
+    returned ``BaseModel.checkpoint``), so that building one never trains anything."""
+    train = arch_split(arch, dataset, "train", data_dir)
+    test = arch_split(arch, dataset, "test", data_dir)
+    info = dataset_info(dataset, train)
+    model, meta = get_base_model(
+        arch,
+        dataset,
+        info,
+        train,
+        test,
+        width_mult,
+        checkpoint,
+        pretrained,
+        train_epochs,
+        device,
+        progress=progress,
+        tag=data_tag(dataset, data_dir),
+    )
+    return BaseModel(model, meta, train, test, info)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from functools import partial
@@ -15,7 +16,7 @@ import prune_env
 from prune_env.data import DatasetInfo, Split, dataset_info
 from prune_pipeline.config import ConfigError, JobConfig
 from prune_pipeline.job import JobResult, run_job
-from prune_pipeline.task import NormalisedImages, Task, build_user_model
+from prune_pipeline.task import NormalisedImages, Task, build_user_model, resolve_device
 
 Data = Dataset | tuple[torch.Tensor, torch.Tensor]
 
@@ -156,6 +157,7 @@ def prune(
     factory: Callable[[], Any] = partial(prune_env.make, "ModelPrune-v0", **kwargs)
     task = Task(
         env=env,
+        base_model=copy.deepcopy(model).to(resolve_device(device)).eval(),
         train=train,
         test=test,
         info=info,

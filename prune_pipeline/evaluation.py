@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def remeasure(run: RunFolder, cfg: JobConfig, task: Task, trust_pickle: bool) -> dict[str, Any]:
     """The saved pruned model and the base model, measured again on the test set."""
     base = measure_base(task)
-    net = load_pruned(run.path, task.mdp.device, trust_pickle=trust_pickle)
+    net = load_pruned(run.path, task.device, trust_pickle=trust_pickle)
     pruned = measure(
         net, task.test, task.info, task.latency_batch(), nonzero=cfg.granularity == "weight"
     ).to_dict()

@@ -219,7 +219,7 @@ def run_job(cfg: JobConfig, task: Task | None = None) -> JobResult:
     example = task.latency_batch()[:2]
     save_pruned(ex.net, run.path, arch_meta, example_input=example, pickle=cfg.save_pickle)
     stages["test"] = time.perf_counter() - t0
-    device = task.mdp.device
+    device = task.device
     report = {
         "run": run.name,
         "env": cfg.env,

@@ -10,6 +10,7 @@ tree (``--data-dir``): its base model is your ``--checkpoint``, or it is trained
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,13 @@ from torch.utils.data import Dataset
 
 import prune_env
 from prune_env.data import DatasetInfo, Split, dataset_info, load_split, normalise
-from prune_env.zoo import Recipe, heldout_indices, load_checkpoint, train_model
+from prune_env.zoo import (
+    Recipe,
+    heldout_indices,
+    load_checkpoint,
+    prepare_base_model,
+    train_model,
+)
 from prune_pipeline.config import ConfigError, JobConfig
 from prune_pipeline.pruned import load_factory
 
@@ -36,6 +43,7 @@ class Task:
     architecture. Build one with ``make_task``."""
 
     env: gym.Env
+    base_model: nn.Module  # the network being pruned (eval mode)
     train: Split  # the whole training split (fine-tuning)
     test: Split  # the images the job measures on
     info: DatasetInfo
@@ -53,15 +61,16 @@ class Task:
         return self.env.unwrapped
 
     @property
-    def base_model(self) -> nn.Module:
-        return self.mdp.base_model
-
-    @property
     def layers(self) -> list[str]:
         return [u.name for u in self.mdp.units]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the base model, the env's networks and the measurements run."""
+        return next(self.base_model.parameters()).device
+
     def latency_batch(self) -> torch.Tensor:
-        return normalise(self.test.images[:64].to(self.mdp.device), self.info)
+        return normalise(self.test.images[:64].to(self.device), self.info)
 
 
 def env_arguments(cfg: JobConfig) -> dict[str, Any]:
@@ -86,18 +95,39 @@ def _first(split: Split, n: int | None) -> Split:
 
 
 def make_task(cfg: JobConfig) -> Task:
-    """The task of a resolved configuration (a registered env id, or ``cfg.model``)."""
+    """The task of a resolved configuration (a registered env id, or ``cfg.model``). The base
+    model is prepared here, explicitly (loaded, or trained with its progress bar); the env
+    is then built over it and never trains anything itself."""
     if cfg.model is not None:
         return _user_task(cfg)
+    arch, default_dataset = prune_env.ZOO_IDS[cfg.env]
     kwargs = env_arguments(cfg)
-    env = prune_env.make(cfg.env, progress=cfg.progress, **kwargs)
-    penv = env.unwrapped
-    info = penv.data_info
-    arch = penv.base_info["arch"]
+    dataset = kwargs.pop("dataset", default_dataset)
+    device = resolve_device(cfg.device)
+    pretrained = bool(kwargs.get("pretrained", True))
+    if pretrained and cfg.checkpoint is None:
+        print(f"[1/5] base model: {arch} on {dataset} (loaded from the cache or trained here)")
+    base = prepare_base_model(
+        arch,
+        dataset,
+        cfg.data_dir,
+        cfg.width_mult,
+        cfg.base_epochs,
+        cfg.checkpoint,
+        pretrained,
+        device,
+        cfg.progress,
+    )
+    if base.checkpoint is not None:  # the env loads what was just prepared
+        kwargs["checkpoint"] = base.checkpoint
+    kwargs = {**kwargs, "dataset": dataset}
+    env = prune_env.make(cfg.env, **kwargs)
+    info = base.info
     return Task(
         env=env,
-        train=penv.dataset_split("train"),
-        test=_first(penv.dataset_split("test"), cfg.test_size),
+        base_model=base.model,
+        train=base.train,
+        test=_first(base.test, cfg.test_size),
         info=info,
         recipe=arch,
         builder={
@@ -107,10 +137,16 @@ def make_task(cfg: JobConfig) -> Task:
             "in_channels": info.channels,
             "width_mult": cfg.width_mult,
         },
-        # the copies find the base model in the cache by now: none trains it again
         env_factory=partial(prune_env.make, cfg.env, **kwargs),
-        base_source=str(penv.base_info.get("source")),
+        base_source=str(base.meta.get("source")),
     )
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ... as a torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------- your own model
@@ -187,12 +223,7 @@ def _user_task(cfg: JobConfig) -> Task:
         held = heldout_indices(len(train))
         rest = np.setdiff1d(np.arange(len(train)), held)
         fit = Split(train.images[rest], train.labels[rest], train.classes)
-        device = torch.device(
-            "cuda"
-            if cfg.device == "auto" and torch.cuda.is_available()
-            else ("cpu" if cfg.device == "auto" else cfg.device)
-        )
-        model.to(device)
+        model.to(resolve_device(cfg.device))
         print(
             f"[0/5] base model: training {cfg.model} for {cfg.base_epochs} epoch(s) on "
             f"{len(fit):,} images ({len(held):,} held out for the reward)",
@@ -224,6 +255,7 @@ def _user_task(cfg: JobConfig) -> Task:
     env = prune_env.make("ModelPrune-v0", **kwargs)
     return Task(
         env=env,
+        base_model=copy.deepcopy(model).to(resolve_device(cfg.device)).eval(),
         train=train,
         test=_first(test, cfg.test_size),
         info=info,

@@ -330,6 +330,7 @@ def test_reward_images_come_from_the_split_base_training_held_out(home):
         "LeNet5Prune-v0",
         dataset="synthetic",
         base_train_epochs=1,
+        train_base=True,
         reward_size=64,
         bn_calib_size=32,
         device="cpu",
@@ -352,7 +353,25 @@ def test_reward_images_come_from_the_split_base_training_held_out(home):
     ).unwrapped
     assert explicit.task()["heldout"] == 204
     with pytest.raises(ValueError, match="heldout must hold distinct indices"):
-        gym.make("LeNet5Prune-v0", dataset="synthetic", heldout=[0, 0], **TINY_NO_DATA)
+        gym.make(
+            "LeNet5Prune-v0", dataset="synthetic", checkpoint=plain, heldout=[0, 0], **TINY_NO_DATA
+        )
 
 
 TINY_NO_DATA = {"reward_size": 64, "bn_calib_size": 32, "device": "cpu"}
+
+
+def test_building_an_env_never_trains_a_base_model(home):
+    from prune_env.zoo import BaseModelMissing, prepare_base_model
+
+    task = {"dataset": "synthetic", "base_train_epochs": 1, **TINY_NO_DATA}
+    with pytest.raises(BaseModelMissing, match="train_base=True"):
+        gym.make("LeNet5Prune-v0", **task)
+    assert not list(home.glob("checkpoints/*.pt"))  # nothing was trained
+    base = prepare_base_model("lenet5", "synthetic", train_epochs=1, progress=False)
+    assert base.checkpoint is not None and base.meta["heldout"]["size"] == 204
+    assert len(base.train) == 2048 and base.meta["test_accuracy"] > 0.5
+    env = gym.make("LeNet5Prune-v0", **task).unwrapped  # the cache now has it
+    assert env.base_info["source"] == base.checkpoint
+    for a, b in zip(env.base_model.parameters(), base.model.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -19,7 +19,12 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.realdata
 def test_lenet5_on_fashion_mnist(home):
     env = gym.make(
-        "LeNet5Prune-v0", budget=0.3, base_train_epochs=1, reward_size=2000, device="cpu"
+        "LeNet5Prune-v0",
+        budget=0.3,
+        base_train_epochs=1,
+        train_base=True,
+        reward_size=2000,
+        device="cpu",
     )
     u = env.unwrapped
     assert u.base_info["test_accuracy"] > 0.75  # one epoch of the recipe; 8 epochs reach ~0.91

@@ -13,7 +13,7 @@ from prune_env.surrogate import SHIPPED_LOGS, SurrogateError, fidelity, load_log
 from prune_pipeline import bench as benchmark
 from tests.conftest import TINY
 
-REAL = {**TINY, "pretrained": True, "base_train_epochs": 1, "width_mult": 0.125}
+REAL = {**TINY, "pretrained": True, "base_train_epochs": 1, "train_base": True, "width_mult": 0.125}
 
 
 @pytest.fixture(scope="module")

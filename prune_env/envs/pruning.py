@@ -26,9 +26,7 @@ from prune_env.data import (
     DatasetInfo,
     Split,
     dataset_info,
-    load_split,
     normalise,
-    synthetic_split,
 )
 from prune_env.engine import IMPORTANCES, make_engine
 from prune_env.evaluation import (
@@ -41,12 +39,10 @@ from prune_env.evaluation import (
     zero_weight_masks,
 )
 from prune_env.models import MODELS
-from prune_env.zoo import data_tag, get_base_model, heldout_from_meta
+from prune_env.zoo import arch_split, data_tag, get_base_model, heldout_from_meta
 
 MODES = ("layerwise", "oneshot")
 GRANULARITIES = ("channel", "weight")
-# Input shape of the architectures that do not take 3x32x32 images.
-_ARCH_INPUT = {"lenet5": (1, 28)}
 _STATIC_FEATURES = 9  # index, type, in, out, kernel, stride, fmap, params share, flops share
 N_FEATURES = (
     _STATIC_FEATURES + 4
@@ -308,9 +304,14 @@ class PruneEnv(gym.Env):
     - ``data_dir``: where the data set lies (else ``$PRUNE_ENV_DATA``, else
       ``$PRUNE_ENV_HOME/data``); downloaded there by torchvision when online.
     - ``checkpoint``: the user's base weights (our checkpoint format or a state_dict). Without
-      it, the cached base model is loaded or trained with the documented recipe.
+      it, the cached base model is loaded; if none is cached, the env refuses to be built
+      (``prune_env.zoo.BaseModelMissing``) unless ``train_base=True``: training a base model
+      takes minutes to hours, so it is an explicit step (``prune_env.zoo.prepare_base_model``,
+      or stage 1 of ``prune-train``), never a side effect of ``gym.make``.
     - ``pretrained``: False uses a randomly initialised base network (speed tests only).
     - ``base_train_epochs``: override the training recipe's length (cached separately).
+    - ``train_base``: train the base model with its recipe when none is cached (default
+      False).
     - ``width_mult``: channel width multiplier of a registered architecture (1.0 is the paper's).
     - ``budget``: the largest resource fraction allowed, in (0, 1]. Default 0.1 (the paper's).
     - ``cost``: "params", "flops", "latency" or a callable ``f(model) -> float``.
@@ -364,6 +365,8 @@ class PruneEnv(gym.Env):
       non-affine BatchNorm and channel parameters sliced, ``min_keep`` never undercut by
       rounding, observation features 7-8 are the group's shares, deterministic step info
       (``timing``/``cache_hit`` moved to ``last_evaluation``), splits adapt to small data.
+      Revised 2026-12: a registered id no longer trains a missing base model unless
+      ``train_base=True`` (``prune_env.zoo.prepare_base_model`` is the explicit step).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -378,6 +381,7 @@ class PruneEnv(gym.Env):
         checkpoint: str | os.PathLike | None = None,
         pretrained: bool = True,
         base_train_epochs: int | None = None,
+        train_base: bool = False,
         width_mult: float = 1.0,
         budget: float = 0.1,
         cost: str | Callable[[nn.Module], float] = "params",
@@ -489,6 +493,7 @@ class PruneEnv(gym.Env):
                     checkpoint,
                     pretrained,
                     base_train_epochs,
+                    train_base,
                     width_mult,
                     split_seed,
                     reward_size,
@@ -630,6 +635,7 @@ class PruneEnv(gym.Env):
         checkpoint,
         pretrained,
         base_train_epochs,
+        train_base,
         width_mult,
         split_seed,
         reward_size,
@@ -641,7 +647,7 @@ class PruneEnv(gym.Env):
         self._data_source = (dataset, data_dir, arch)
         train = self.dataset_split("train")
         info: DatasetInfo = dataset_info(dataset, train)
-        needs_training = pretrained and checkpoint is None
+        needs_training = train_base and pretrained and checkpoint is None
         test = self.dataset_split("test") if needs_training or dataset == "synthetic" else None
         base, meta = get_base_model(
             arch,
@@ -656,6 +662,7 @@ class PruneEnv(gym.Env):
             self.device,
             progress=progress,
             tag=data_tag(dataset, data_dir),
+            train_if_missing=train_base,
         )
         self.data_info = info
         held = self._heldout(heldout, meta, len(train), pretrained or checkpoint is not None)
@@ -712,10 +719,7 @@ class PruneEnv(gym.Env):
         if self._data_source is None:
             raise ValueError("dataset_split needs a registered architecture, not a user module")
         dataset, data_dir, arch = self._data_source
-        if dataset == "synthetic":
-            channels, size = _ARCH_INPUT.get(arch, (3, 32))
-            return synthetic_split(split, 10, channels, size)
-        return load_split(dataset, split, data_dir)
+        return arch_split(arch, dataset, split, data_dir)
 
     def _user_setup(self, model, example_input, data, split_seed, reward_size, calib, pool):
         """Check the user's module, example and data; a copy of the module is pruned."""

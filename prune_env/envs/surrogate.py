@@ -12,8 +12,8 @@ import torch
 
 from prune_env.costs import parse_costs, within_budget
 from prune_env.data import DATASETS
-from prune_env.envs.pruning import _ARCH_INPUT, PruneEnv
-from prune_env.models import build_model
+from prune_env.envs.pruning import PruneEnv
+from prune_env.models import ARCH_INPUT, build_model
 from prune_env.surrogate import (
     SHIPPED_LOGS,
     AccuracySurrogate,
@@ -120,7 +120,7 @@ class SurrogatePruneEnv(PruneEnv):
             info = DATASETS[task["dataset"]]
             num_classes, channels, size = info.num_classes, info.channels, info.size
         else:  # synthetic (10 classes) or an image folder of the usual shape
-            num_classes, (channels, size) = 10, _ARCH_INPUT.get(arch, (3, 32))
+            num_classes, (channels, size) = 10, ARCH_INPUT.get(arch, (3, 32))
         net = build_model(arch, num_classes, channels, task["width_mult"]).eval()
         dummy = torch.zeros(1, channels, size, size)
         super().__init__(
