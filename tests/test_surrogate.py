@@ -48,6 +48,9 @@ def test_surrogate_has_the_real_spaces_and_exact_costs(tiny_log):
     assert env.action_space == real.action_space
     assert set(sur.fidelity) == {"kendall_tau", "mae", "n_train", "n_test"}
     assert sur.fidelity["n_test"] == 16 and 0 <= sur.fidelity["mae"] <= 1
+    # the network's structure only: no reward, calibration or fine-tuning images at all
+    assert not any(hasattr(sur, a) for a in ("reward_x", "calib_x", "pool_x", "_latency_batch"))
+    assert sur.task() == real.task()
     rng = np.random.default_rng(3)
     for _ in range(5):
         ratios = rng.uniform(0.05, 1, real.n_layers)

@@ -526,16 +526,7 @@ class PruneEnv(gym.Env):
         self.pool_x, self.pool_y = train_x[calib_end:], train_y[calib_end:]
         if finetune_steps > 0 and len(self.pool_y) == 0:
             raise ValueError("finetune_steps > 0 but no training images are left for fine-tuning")
-        self.base_model = base
-        self.engine = make_engine(base, example, granularity, importance, ignored_layers)
-        self.units = self.engine.units
-        self.n_layers = len(self.units)
-        self._sizes = np.array([u.size for u in self.units], dtype=np.int64)
-        # The fewest channels (weights) an action can keep: min_keep of the layer rounded up to
-        # the channel step, never below it (rounding must not undercut min_keep), at most all.
-        step = self.channel_round if granularity == "channel" else 1
-        lowest = np.ceil(self.min_keep * self._sizes / step - 1e-9).astype(np.int64) * step
-        self._min_counts = np.clip(lowest, 1, self._sizes)
+        self._setup_structure(base, example, ignored_layers)
         self._latency_batch = train_x[: min(latency_batch_size, len(train_x))]
         self._base_cost: dict[str, float] = {}
         for spec in self.specs:
@@ -557,13 +548,38 @@ class PruneEnv(gym.Env):
                     for i in range(0, len(self.reward_x), eval_batch_size)
                 ]
             )
-        self._static = self._static_features()
         self.setup_seconds = time.perf_counter() - setup_start
         self.eval_log = None if eval_log is None else Path(eval_log)
         self._width_mult = width_mult
+        self.channels_last = self.channels_last and self.reward_x.ndim == 4  # images only
+        # Only the eval-mode pass runs in NHWC: train-mode BatchNorm (re-calibration, batch
+        # statistics, fine-tuning) is several times slower in NHWC on CPU (measured).
+        self._reward_x_eval = (
+            self.reward_x.contiguous(memory_format=torch.channels_last)
+            if self.channels_last
+            else self.reward_x
+        )
 
-        n = self.n_layers
-        if mode == "layerwise":
+    # ----------------------------------------------------------------- set-up helpers
+    def _setup_structure(
+        self, base: nn.Module, example: torch.Tensor, ignored_layers: Sequence[str] = ()
+    ) -> None:
+        """What the MDP needs of the network, and nothing of the data: the pruning engine and
+        its decision units, the smallest counts, the static features, the spaces and the
+        episode and cache state. Needs ``mode``, ``granularity``, ``importance``,
+        ``min_keep`` and ``channel_round`` set; ``example`` is only traced."""
+        self.base_model = base
+        self.engine = make_engine(base, example, self.granularity, self.importance, ignored_layers)
+        self.units = self.engine.units
+        self.n_layers = n = len(self.units)
+        self._sizes = np.array([u.size for u in self.units], dtype=np.int64)
+        # The fewest channels (weights) an action can keep: min_keep of the layer rounded up to
+        # the channel step, never below it (rounding must not undercut min_keep), at most all.
+        step = self.channel_round if self.granularity == "channel" else 1
+        lowest = np.ceil(self.min_keep * self._sizes / step - 1e-9).astype(np.int64) * step
+        self._min_counts = np.clip(lowest, 1, self._sizes)
+        self._static = self._static_features()
+        if self.mode == "layerwise":
             self.action_space = spaces.Box(self.min_keep, 1.0, shape=(1,), dtype=np.float32)
             self.observation_space = spaces.Box(0.0, 1.0, shape=(N_FEATURES,), dtype=np.float32)
         else:
@@ -579,16 +595,7 @@ class PruneEnv(gym.Env):
         self.cache_hits = self.cache_misses = 0
         self.last_evaluation: dict[str, Any] | None = None  # timing and cache hit of the last step
         self.best_feasible_accuracy = -np.inf
-        self.channels_last = self.channels_last and self.reward_x.ndim == 4  # images only
-        # Only the eval-mode pass runs in NHWC: train-mode BatchNorm (re-calibration, batch
-        # statistics, fine-tuning) is several times slower in NHWC on CPU (measured).
-        self._reward_x_eval = (
-            self.reward_x.contiguous(memory_format=torch.channels_last)
-            if self.channels_last
-            else self.reward_x
-        )
 
-    # ----------------------------------------------------------------- set-up helpers
     @staticmethod
     def _validate_args(
         mode,

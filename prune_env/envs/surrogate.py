@@ -7,12 +7,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from prune_env.costs import parse_costs, within_budget
 from prune_env.data import DATASETS
-from prune_env.envs.pruning import PruneEnv
+from prune_env.envs.pruning import MODES, PruneEnv
 from prune_env.models import ARCH_INPUT, build_model
 from prune_env.surrogate import (
     SHIPPED_LOGS,
@@ -122,25 +123,24 @@ class SurrogatePruneEnv(PruneEnv):
         else:  # synthetic (10 classes) or an image folder of the usual shape
             num_classes, (channels, size) = 10, ARCH_INPUT.get(arch, (3, 32))
         net = build_model(arch, num_classes, channels, task["width_mult"]).eval()
-        dummy = torch.zeros(1, channels, size, size)
-        super().__init__(
-            model=net,
-            example_input=dummy,
-            train_data=(dummy, torch.zeros(1, dtype=torch.int64)),
-            budget=budget,
-            cost=cost,
-            costs=costs,
-            mode=mode,
-            granularity=task["granularity"],
-            importance="l1",  # the ranking does not change any count; the log fixed it
-            min_keep=task["min_keep"],
-            channel_round=task["channel_round"],
-            reward_size=1,
-            bn_calib_size=0,
-            bn_recalibrate="off",
-            cache_size=cache_size,
-            device="cpu",
-        )
+        # Only the network's structure: no weights are trained, no data set is loaded, no
+        # reward or calibration images exist (the regressor answers for them).
+        gym.Env.__init__(self)
+        self.render_mode = None
+        self.specs = specs
+        self.budget = specs[0].budget
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        if int(cache_size) < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.mode, self.granularity = mode, task["granularity"]
+        self.importance = "l1"  # the ranking does not change any count; the log fixed it
+        self.min_keep, self.channel_round = float(task["min_keep"]), int(task["channel_round"])
+        self.cache_size, self.device = int(cache_size), torch.device("cpu")
+        self.reward_kind = task.get("reward", "accuracy")
+        self.finetune_steps, self.eval_log = 0, None
+        self.data_info, self._data_source = None, None
+        self._setup_structure(net, torch.zeros(1, channels, size, size))
         if self._sizes.tolist() != task["sizes"]:
             raise SurrogateError(
                 f"the rebuilt {arch} has layer sizes {self._sizes.tolist()}, the log "
@@ -148,6 +148,10 @@ class SurrogatePruneEnv(PruneEnv):
             )
         self.base_info = {"source": f"surrogate of {log}", "arch": arch, **task}
         self.base_accuracy = self._predict(np.ones(self.n_layers), 1.0, 1.0)
+
+    def task(self) -> dict[str, Any]:
+        """The task of the log this surrogate learned from."""
+        return dict(self.log_task)
 
     def _predict(self, ratios: np.ndarray, params_fraction: float, flops_fraction: float):
         return float(self.surrogate.predict(features(ratios, params_fraction, flops_fraction))[0])
