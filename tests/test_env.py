@@ -370,7 +370,7 @@ def test_building_an_env_never_trains_a_base_model(home):
     assert not list(home.glob("checkpoints/*.pt"))  # nothing was trained
     base = prepare_base_model("lenet5", "synthetic", train_epochs=1, progress=False)
     assert base.checkpoint is not None and base.meta["heldout"]["size"] == 204
-    assert len(base.train) == 2048 and base.meta["test_accuracy"] > 0.5
+    assert len(base.train) == 2048 and base.meta["test_accuracy"] > 0.2  # chance: 0.1
     env = gym.make("LeNet5Prune-v0", **task).unwrapped  # the cache now has it
     assert env.base_info["source"] == base.checkpoint
     for a, b in zip(env.base_model.parameters(), base.model.parameters(), strict=True):
