@@ -37,10 +37,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from scipy.stats import kendalltau
 
 from agents import registry
 from prune_env.data import DatasetNotFoundError, load_split
-from prune_env.metrics import kendall_tau
 
 
 @dataclass
@@ -381,7 +381,7 @@ def bench_env(env_id: str, cfg: Config) -> dict:
         scores[name + "_seconds"] = (time.perf_counter() - t) / len(candidates)
     for fast in fast_variants:
         for slow in slow_variants:
-            tau = kendall_tau(scores[fast], scores[slow])
+            tau = float(kendalltau(scores[fast], scores[slow]).statistic)
             fidelity[f"{fast}_vs_{slow}"] = tau
             print(
                 f"Kendall tau fast[{fast}, {cfg.reward_size} images] vs slow[{slow}]: {tau:.3f}",
