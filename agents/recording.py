@@ -85,6 +85,21 @@ class EpisodeRecorder(gym.Wrapper):
         self._reward, self._cost, self._costs = 0.0, 0.0, {}
         return self.env.reset(**kwargs)
 
+    def get_episode_state(self) -> dict[str, Any] | None:
+        """The episode in progress: the sums so far and the env's own state (None when the
+        env cannot hand its episode on: a resumed search then starts a new one)."""
+        try:
+            inner = self.env.get_wrapper_attr("get_episode_state")()
+        except AttributeError:
+            return None
+        return {"reward": self._reward, "cost": self._cost, "costs": self._costs, "env": inner}
+
+    def set_episode_state(self, state: dict[str, Any]) -> None:
+        """Continue the episode ``get_episode_state`` gave (after a ``reset``)."""
+        self.env.get_wrapper_attr("set_episode_state")(state["env"])
+        self._reward, self._cost = float(state["reward"]), float(state["cost"])
+        self._costs = dict(state["costs"])
+
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.total_steps += 1

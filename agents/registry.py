@@ -32,6 +32,8 @@ Box actions are rescaled to [-1, 1] for the RL agents. The result is a ``RunResu
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -226,6 +228,12 @@ class VecEpisodeLog:
 
 
 def _recorded(env_fn: Callable[[], gym.Env], wrap: Callable[..., gym.Env], wrap_kwargs) -> gym.Env:
+    if multiprocessing.parent_process() is not None:
+        # A SubprocVecEnv worker: Ctrl-C and a scheduler's SIGTERM reach the whole process
+        # group, but it is the main process that stops the search (at its next checkpoint)
+        # and then closes the workers; a worker that died first would break that.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return wrap(EpisodeRecorder(env_fn()), **wrap_kwargs)
 
 

@@ -59,7 +59,8 @@ def run_cell(env_id: str, algo: str, budget: float, seed: int, steps: int,
     from agents.callbacks import SearchMonitor
     from agents.recording import rollout, violation_rate_per_quarter
 
-    env = prune_env.make(env_id, budget=budget)
+    extra = {"train_base": True} if env_id in prune_env.ZOO_IDS else {}  # a real env
+    env = prune_env.make(env_id, budget=budget, **extra)
     is_rl = registry.get(algo).agent_class is not None
     kwargs = {"device": "cpu", **algo_kwargs} if is_rl else dict(algo_kwargs)
     monitor = SearchMonitor(steps, None, 0.0, progress=False)

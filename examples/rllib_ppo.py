@@ -28,7 +28,10 @@ def make_env(config: dict):
 
     config = dict(config)
     beta = config.pop("penalty_beta", 1.0)
-    return CostPenalty(prune_env.make(config.pop("env_id"), **config), beta)
+    env_id = config.pop("env_id")
+    if env_id in prune_env.ZOO_IDS:  # a real env: train its base model if none is cached
+        config.setdefault("train_base", True)
+    return CostPenalty(prune_env.make(env_id, **config), beta)
 
 
 def mean_action(module, obs: np.ndarray, space) -> np.ndarray:

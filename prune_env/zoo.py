@@ -291,22 +291,47 @@ def get_base_model(
         )
     if train is None:
         raise ValueError(f"no cached {path.name} and no training data to train it")
-    model = model.to(device)
+    meta = train_base_model(
+        model.to(device),
+        train,
+        test,
+        info,
+        recipe,
+        path,
+        seed,
+        progress,
+        f"training {arch} on {dataset}",
+        {"arch": arch, "dataset": dataset, "width_mult": width_mult},
+    )
+    return model.eval(), meta
+
+
+def train_base_model(
+    model: nn.Module,
+    train: Split,
+    test: Split | None,
+    info: DatasetInfo,
+    recipe: Recipe,
+    path: Path,
+    seed: int = 0,
+    progress: bool = True,
+    description: str = "base model",
+    record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` (in place, on its device) on ``train`` less the held-out images
+    (``heldout_indices``), then write it with its record to the checkpoint ``path``
+    atomically; returns the record (``source`` is ``path``, ``heldout`` the held-out rule)."""
     heldout = heldout_indices(len(train))
     seen = torch.from_numpy(np.setdiff1d(np.arange(len(train)), heldout))
     subset = Split(train.images[seen], train.labels[seen], train.classes)
-    seconds = train_model(
-        model, subset, info, recipe, seed, progress, description=f"training {arch} on {dataset}"
-    )
+    seconds = train_model(model, subset, info, recipe, seed, progress, description=description)
     meta = {
         "format": CHECKPOINT_FORMAT,
-        "arch": arch,
-        "dataset": dataset,
-        "width_mult": width_mult,
+        **(record or {}),
         "recipe": asdict(recipe),
         "seed": seed,
         "train_seconds": round(seconds, 1),
-        "device": str(device),
+        "device": str(next(model.parameters()).device),
         "heldout": {
             "size": len(heldout),
             "seed": HELDOUT_SEED,
@@ -318,7 +343,7 @@ def get_base_model(
         meta["test_accuracy"] = split_accuracy(model, test, info)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save({**meta, "state_dict": state}, path)
-    return model.eval(), {"source": str(path), **meta}
+    return {"source": str(path), **meta}
 
 
 def arch_split(

@@ -102,6 +102,22 @@ def from_mapping(cls: type, raw: dict[str, Any]) -> Any:
     return cls(**{k: parse_value(cls, k, v) for k, v in raw.items()})
 
 
+ENV_KEYS_WITH_OPTIONS = {
+    "budget": "--budget",
+    "cost": "--cost",
+    "granularity": "--granularity",
+    "width_mult": "--width-mult",
+    "base_train_epochs": "--base-epochs",
+    "train_base": "--base-epochs (the job trains a missing base model itself)",
+    "reward_size": "--reward-size",
+    "data_dir": "--data-dir",
+    "dataset": "--dataset",
+    "checkpoint": "--checkpoint",
+    "device": "--device",
+    "progress": "--progress/--no-progress",
+}
+
+
 def _choice(name: str, value: Any, valid: Any) -> None:
     if value not in valid:
         raise ConfigError(f"unknown --{name} {value!r}; expected one of {list(valid)}")
@@ -225,6 +241,11 @@ class JobConfig:
         for name in ("algo_kwargs", "env_kwargs", "vec_env_kwargs"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a JSON object")
+        # The task (base model, data, budget) is set by options of its own: an env_kwargs key
+        # would make the env and the job disagree about it.
+        for key, option in ENV_KEYS_WITH_OPTIONS.items():
+            if key in self.env_kwargs:
+                raise ConfigError(f"--env-kwargs {key!r}: use {option} instead")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("--device cuda but PyTorch sees no CUDA device")
         return self

@@ -282,7 +282,8 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    # SIGTERM ends the job like Ctrl-C (the search stops at its next checkpoint first).
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         cfg = parse_args(argv)
         run_job(cfg)
@@ -295,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -78,7 +78,7 @@ def render_report(report: Mapping[str, Any]) -> str:
         f"(cost {pruned['cost']:.4f}; {pct(1 - pruned['cost'])} of the {report['cost']} removed).",
         f"- Test accuracy before fine-tuning: {pct(pruned['test_accuracy_before_finetune'])}; "
         f"after {report['finetune_epochs']} fine-tuning epoch(s): {pct(pruned['test_accuracy'])}.",
-        f"- Reward-split accuracy (training images, as the search saw it): base "
+        f"- Reward-split accuracy (the search's reward images): base "
         f"{pct(base['reward_accuracy'])}, pruned {pct(pruned['reward_accuracy'])}.",
         f"- Chosen: {sel['chosen']}.",
         "",

@@ -56,21 +56,37 @@ class SearchResult:
     lambda_history: list[Any] = field(default_factory=list)
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(agent: Any = None) -> dict[str, Any]:
+    """Every random stream a search draws from: torch (CPU and CUDA), NumPy, Python, and the
+    agent's action space (off-policy warm-up samples it; ``load`` re-seeds it)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
+        "python": list(internal),
+        "python_version": version,
+        "python_gauss_next": gauss_next,
     }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    space = getattr(agent, "action_space", None)
+    if space is not None:
+        state["action_space"] = space.np_random.bit_generator.state
+    return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], agent: Any = None) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate((state["python_version"], tuple(state["python"]), None))
+    random.setstate(
+        (state["python_version"], tuple(state["python"]), state.get("python_gauss_next"))
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "action_space" in state and agent is not None:
+        agent.action_space.np_random.bit_generator.state = state["action_space"]
 
 
 def _shifted(records: list[EpisodeRecord], first: int, steps: int, wall: float) -> list[dict]:
@@ -174,12 +190,14 @@ def search(
             model.save_replay_buffer(buffer)
             files["replay"] = (f"replay-{step}.pkl", buffer.getvalue())
         buffer = io.BytesIO()
-        torch.save(rng_state(), buffer)
+        torch.save(rng_state(model), buffer)
         files["rng"] = (f"rng-{step}.pt", buffer.getvalue())
         run.commit_checkpoint(
             files,
             {
                 "num_timesteps": step,
+                # the episode each env copy is in the middle of (a rollout ends anywhere)
+                "episode_states": model.get_env().env_method("get_episode_state"),
                 "wall": prior_wall + time.perf_counter() - t0,
                 "episodes": all_episodes(),
                 "lambda_history": _merged(lambda_history, monitor.lambda_history),
@@ -190,14 +208,26 @@ def search(
 
     if is_rl and state:
         files = state["files"]
+        venv = agent.get_env()
+        episodes_in_progress = state.get("episode_states")
+        continues = episodes_in_progress is not None and None not in episodes_in_progress
+        # force_reset=False keeps the saved last observation, so learn() continues the
+        # episodes in progress instead of starting new ones (their steps already count).
         agent = spec.agent_class.load(
             run.checkpoint_file(files["agent"]),
-            env=agent.get_env(),
+            env=venv,
             device=kwargs.get("device", "cpu"),
+            force_reset=not continues,
         )
+        if continues and agent._last_obs is not None:
+            venv.reset()  # the wrappers' order checks want a reset before the first step
+            for i, episode in enumerate(episodes_in_progress):
+                venv.env_method("set_episode_state", episode, indices=i)
+        else:
+            agent._last_obs = None  # learn() starts new episodes
         if "replay" in files:
             agent.load_replay_buffer(run.checkpoint_file(files["replay"]))
-        set_rng_state(torch.load(run.checkpoint_file(files["rng"]), weights_only=True))
+        set_rng_state(torch.load(run.checkpoint_file(files["rng"]), weights_only=True), agent)
         state["resumes"] = int(state.get("resumes", 0)) + 1
         print(
             f"resumed the search at step {agent.num_timesteps:,} "

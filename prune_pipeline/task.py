@@ -11,6 +11,8 @@ tree (``--data-dir``): its base model is your ``--checkpoint``, or it is trained
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +28,15 @@ from torch.utils.data import Dataset
 
 import prune_env
 from prune_env.data import DatasetInfo, Split, dataset_info, load_split, normalise
+from prune_env.paths import home_dir
 from prune_env.zoo import (
+    HELDOUT_RULE,
     Recipe,
-    heldout_indices,
+    data_tag,
+    heldout_from_meta,
     load_checkpoint,
     prepare_base_model,
-    train_model,
+    train_base_model,
 )
 from prune_pipeline.config import ConfigError, JobConfig
 from prune_pipeline.pruned import load_factory
@@ -191,6 +196,26 @@ class NormalisedImages(Dataset):
         return normalise(self.split.images[j : j + 1], self.info)[0], int(self.split.labels[j])
 
 
+def user_base_path(cfg: JobConfig, builder: dict[str, Any]) -> Path:
+    """Where a base model trained for ``--model`` is cached: named by everything that makes
+    it differ (the architecture, the factory file's contents, the data, the image size, the
+    epochs, the seed, the held-out rule), so a resumed run or evaluate.py loads the very
+    network the search pruned instead of training another one."""
+    key: dict[str, Any] = {
+        "builder": builder,
+        "dataset": cfg.dataset or "imagefolder",
+        "data": data_tag(cfg.dataset or "imagefolder", cfg.data_dir),
+        "image_size": cfg.image_size,
+        "epochs": cfg.base_epochs,
+        "seed": cfg.seed,
+        "heldout": HELDOUT_RULE,
+    }
+    if builder["kind"] == "factory":
+        key["source"] = hashlib.sha1(Path(builder["path"]).read_bytes()).hexdigest()
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return home_dir() / "checkpoints" / f"user-{builder['name']}-{digest}.pt"
+
+
 def _user_task(cfg: JobConfig) -> Task:
     dataset = cfg.dataset or "imagefolder"
     if dataset == "imagefolder" and cfg.data_dir is None:
@@ -207,39 +232,43 @@ def _user_task(cfg: JobConfig) -> Task:
             f"--model {cfg.model} gives outputs of shape {tuple(logits.shape)} for images of "
             f"shape {tuple(example.shape)}; the data has {info.num_classes} classes"
         )
-    held: np.ndarray | None = None
     if cfg.checkpoint is not None:
         meta = load_checkpoint(model, cfg.checkpoint)
         source = f"{cfg.checkpoint}"
-        if meta.get("heldout") is None:
-            warnings.warn(
-                "the checkpoint records no held-out split: the reward images come from the "
-                "training images, which it may have trained on",
-                stacklevel=2,
-            )
     else:
         if not cfg.base_epochs:
             raise ConfigError("--model without --checkpoint needs --base-epochs >= 1 to train it")
-        held = heldout_indices(len(train))
-        rest = np.setdiff1d(np.arange(len(train)), held)
-        fit = Split(train.images[rest], train.labels[rest], train.classes)
-        model.to(resolve_device(cfg.device))
-        print(
-            f"[0/5] base model: training {cfg.model} for {cfg.base_epochs} epoch(s) on "
-            f"{len(fit):,} images ({len(held):,} held out for the reward)",
-            flush=True,
+        path = user_base_path(cfg, builder)
+        recipe = f"{cfg.base_epochs} epoch(s)"
+        if path.is_file():  # trained by an earlier run (or this run before a resume)
+            meta = load_checkpoint(model, path)
+            source = f"{path} (trained earlier for {recipe})"
+        else:
+            print(
+                f"[1/5] base model: training {cfg.model} for {recipe}, a tenth of the "
+                "training images (at most 5000) held out for the reward",
+                flush=True,
+            )
+            meta = train_base_model(
+                model.to(resolve_device(cfg.device)),
+                train,
+                None,
+                info,
+                Recipe(epochs=cfg.base_epochs),
+                path,
+                seed=cfg.seed,
+                progress=cfg.progress,
+                record={"model": cfg.model, "builder": builder},
+            )
+            model.cpu()
+            source = f"trained here for {recipe} ({path})"
+    held = heldout_from_meta(meta, len(train))
+    if held is None:
+        warnings.warn(
+            "the checkpoint records no held-out split: the reward images come from the "
+            "training images, which it may have trained on",
+            stacklevel=2,
         )
-        train_model(
-            model,
-            fit,
-            info,
-            Recipe(epochs=cfg.base_epochs),
-            seed=cfg.seed,
-            progress=cfg.progress,
-            description="base model",
-        )
-        model.cpu()
-        source = f"trained here for {cfg.base_epochs} epoch(s), {len(held)} images held out"
     reward_data = NormalisedImages(train, info, held)
     kwargs = {
         "model": model,

@@ -124,10 +124,13 @@ def test_train_prunes_a_model_from_a_factory_file(tmp_path, factory):
     arch = json.loads((run_dir / "pruned_arch.json").read_text())
     assert arch["builder"] == {"kind": "factory", "path": str(factory), "name": "make"}
     assert arch["weights_only_verified"] is True
-    # evaluate.py rebuilds the same task from the run folder and re-measures the model
+    # evaluate.py rebuilds the same task from the run folder (the base model the job trained,
+    # from its cache: not trained again) and re-measures the model
+    (cached,) = (tmp_path / "home" / "checkpoints").glob("user-make-*.pt")
     again = _cli("evaluate.py", run_dir, "--no-progress", home=tmp_path / "home")
     assert again.returncode == 0, again.stderr
-    assert "matches the report" in again.stdout
+    assert "matches the report" in again.stdout and "held out for the reward" not in again.stdout
+    assert list((tmp_path / "home" / "checkpoints").glob("user-*.pt")) == [cached]
 
 
 @pytest.mark.parametrize(
@@ -219,3 +222,12 @@ def test_importing_the_plots_leaves_matplotlib_alone():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"
+
+
+def test_env_kwargs_cannot_override_what_has_an_option():
+    # the job prepares the base model from --width-mult etc.: an env_kwargs copy would make
+    # the env load a base model of other settings (or a checkpoint of another width)
+    for key, option in (("width_mult", "--width-mult"), ("checkpoint", "--checkpoint")):
+        with pytest.raises(ConfigError, match=f"use {option} instead"):
+            JobConfig(env_kwargs={key: 1}).validate()
+    assert JobConfig(env_kwargs={"bn_calib_size": 64}).validate().env_kwargs["bn_calib_size"] == 64

@@ -4,8 +4,9 @@ In-process runs of the job (``prune_pipeline.job.main``) on a tiny synthetic tas
 sends SIGTERM to its own process in the middle of a rollout, the way a scheduler does; the
 job must checkpoint at the next whole state, exit with 130, and ``--resume`` must then give
 the same episodes (keep ratios, rewards, costs, step numbers), the same lambda history and
-the same agent as one uninterrupted run. A resume that restarts the step count, forgets the
-RNG state, loses the replay buffer or the last transition before it would diverge.
+the same agent as one uninterrupted run. A resume that restarts the step count, forgets an
+RNG state (the action space's included), loses the replay buffer or the last transition
+before the stop, or drops the episode in progress would diverge.
 """
 
 import json
@@ -26,10 +27,13 @@ TINY = [
     "--base-epochs", "1", "--reward-size", "64", "--finetune-epochs", "1", "--test-size", "64",
     "--device", "cpu", "--no-progress", "--checkpoint-every", "3600",
 ]  # fmt: skip
-# VGG11 has 8 prunable layers: episodes of 8 steps, rollouts of 32 (whole episodes).
+# VGG11 has 8 prunable layers: episodes of 8 steps. ppo_lag's rollouts of 28 steps end in the
+# middle of an episode, which the resumed search must continue; amc (TD3) samples random
+# actions until step 100, so it is stopped inside that warm-up: (algo kwargs, total steps,
+# where the stop lands).
 CASES = {
-    "ppo_lag": {"n_steps": 32, "batch_size": 16},
-    "amc": {"learning_starts": 16},  # off-policy: TD3 trains from step 16 on
+    "ppo_lag": ({"n_steps": 28, "batch_size": 14}, 168, 84),
+    "amc": ({}, 160, 72),
 }
 
 
@@ -53,8 +57,10 @@ def _episodes(run_dir):
 
 @pytest.mark.parametrize("algo", sorted(CASES))
 def test_a_sigterm_stopped_search_resumes_as_if_never_stopped(algo, tmp_path, home, monkeypatch):
-    args = [*TINY, "--algo", algo, "--total-timesteps", "160"]
-    args += ["--algo-kwargs", json.dumps(CASES[algo])]
+    algo_kwargs, total, stop = CASES[algo]
+    args = [*TINY, "--algo", algo, "--total-timesteps", str(total)]
+    args += ["--algo-kwargs", json.dumps(algo_kwargs)]
+    previous = signal.getsignal(signal.SIGTERM)
     assert job.main([*args, "--out", str(tmp_path / "straight")]) == 0
     (straight,) = (tmp_path / "straight").iterdir()
 
@@ -66,22 +72,23 @@ def test_a_sigterm_stopped_search_resumes_as_if_never_stopped(algo, tmp_path, ho
         return task
 
     monkeypatch.setattr(job, "make_task", interrupted_task)
-    previous = signal.getsignal(signal.SIGTERM)
     assert job.main([*args, "--out", str(tmp_path / "stopped")]) == 130
-    signal.signal(signal.SIGTERM, previous)
+    assert signal.getsignal(signal.SIGTERM) is previous  # the job restored the handler
     monkeypatch.setattr(job, "make_task", make_task)
     (stopped,) = (tmp_path / "stopped").iterdir()
     run = RunFolder(stopped)
     assert not run.is_complete
     state = run.checkpoint_state()
-    # Stopped at the next whole state: the next rollout start (on-policy, step 96) or the
-    # first episode end after the signal (off-policy, step 72); no later step is kept.
-    assert state["num_timesteps"] == {"ppo_lag": 96, "amc": 72}[algo]
-    assert [e["env_steps"] for e in state["episodes"]][-1] == state["num_timesteps"]
+    # Stopped at the next whole state: the next rollout start (on-policy, step 84, half-way
+    # through an episode) or the first episode end after the signal (off-policy, step 72);
+    # no later step is kept.
+    assert state["num_timesteps"] == stop
+    assert state["episodes"][-1]["env_steps"] == stop - stop % 8
+    assert [s["env"]["step"] for s in state["episode_states"]] == [stop % 8]
 
     assert job.main(["--resume", str(stopped), "--no-progress"]) == 0
     a, b = RunFolder(straight).report(), run.report()
-    assert b["search"]["resumes"] == 1 and b["search"]["env_steps"] == 160
+    assert b["search"]["resumes"] == 1 and b["search"]["env_steps"] == total
     assert _episodes(stopped) == _episodes(straight)
     assert b["lambda_history"] == a["lambda_history"]
     assert b["pruned"]["keep_ratios"] == a["pruned"]["keep_ratios"]

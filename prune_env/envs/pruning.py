@@ -866,6 +866,19 @@ class PruneEnv(gym.Env):
         info = {"cost_limit": self.budget, "cost_limits": self._limits()}
         return self._observation(), info
 
+    def get_episode_state(self) -> dict[str, Any]:
+        """The episode in progress (the layer reached and the actions so far), so that a
+        checkpointed search can continue it; ``set_episode_state`` restores it after a
+        ``reset``."""
+        return {"step": int(self._step), "actions": self._actions.tolist()}
+
+    def set_episode_state(self, state: dict[str, Any]) -> None:
+        if len(state["actions"]) != self.n_layers:
+            raise ValueError(
+                f"episode state of {len(state['actions'])} layers for an env of {self.n_layers}"
+            )
+        self._step, self._actions = int(state["step"]), np.asarray(state["actions"], float)
+
     def _limits(self) -> dict[str, float]:
         return {s.name: s.budget for s in self.specs}
 
