@@ -1,6 +1,6 @@
 """Prune your own network end to end with one call: prune_pipeline.prune.
 
-    .venv/bin/python examples/prune_my_model.py   # 6.5 min on 2 CPU cores (search 348 s)
+    .venv/bin/python examples/prune_my_model.py   # 7 min on 2 CPU cores (search 348 s)
 
 A small CNN defined here is trained for two epochs on Fashion-MNIST (Debian's
 dataset-fashion-mnist; synthetic images when it is absent), then pruned to 40% of its FLOPs by
