@@ -229,11 +229,11 @@ class VecEpisodeLog:
 
 def _recorded(env_fn: Callable[[], gym.Env], wrap: Callable[..., gym.Env], wrap_kwargs) -> gym.Env:
     if multiprocessing.parent_process() is not None:
-        # A SubprocVecEnv worker: Ctrl-C and a scheduler's SIGTERM reach the whole process
-        # group, but it is the main process that stops the search (at its next checkpoint)
-        # and then closes the workers; a worker that died first would break that.
+        # A SubprocVecEnv worker: Ctrl-C reaches the whole process group, but it is the main
+        # process that stops the search (at its next checkpoint) and then closes the workers;
+        # a worker that died first would break that. SIGTERM is left alone: multiprocessing
+        # ends its workers with it at exit (a worker ignoring it would hang the exit).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return wrap(EpisodeRecorder(env_fn()), **wrap_kwargs)
 
 

@@ -255,6 +255,14 @@ def search(
         # Stopped at once (a second signal, or a search baseline): the state now is not whole
         # (a rollout or an episode half done), so the last checkpoint stands.
         raise SearchInterrupted(str(exc) or "Ctrl-C") from None
+    except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
+        if not monitor.stop_requested:
+            raise
+        # A SIGTERM sent to the whole process group ended the sub-process env copies too.
+        raise SearchInterrupted(
+            f"the env workers were ended by the same signal ({type(exc).__name__}); the last "
+            "checkpoint stands (send SIGTERM to the main process alone to stop at the next one)"
+        ) from None
     if monitor.stopped:
         raise SearchInterrupted(f"stopped at step {agent.num_timesteps:,}, after its checkpoint")
     if is_rl:
