@@ -192,9 +192,11 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_train_with_two_env_copies_records_both(tmp_path):
+    # sub-process copies (the default vec env): the job must also exit once it is done (a
+    # worker ignoring SIGTERM made multiprocessing's exit hang; _run's timeout catches that)
     algo_kwargs = json.dumps({"n_steps": 32, "batch_size": 16})
     run_dir = _train(tmp_path, tmp_path / "home", "--total-timesteps", "128", "--n-envs", "2",
-                     "--vec-env", "dummy", "--algo-kwargs", algo_kwargs)  # fmt: skip
+                     "--vec-env", "subproc", "--algo-kwargs", algo_kwargs)  # fmt: skip
     report = json.loads((run_dir / "report.json").read_text())
     assert report["search"]["env_steps"] == 128 and report["search"]["episodes"] == 16
     sources = [c["source"] for c in report["selection"]["candidates"]]
