@@ -39,7 +39,7 @@ LAGRANGIANS = ("gradient", "pid")
 # ~10 updates, and a pure integrator on a lagging plant overshoots), 0.01 the least; the PID
 # with a proportional term 2-5x its integral gain settles at both budgets (within ~15 updates
 # at 0.3; at 0.1 after one overshoot, by ~70 updates).
-GRADIENT_DEFAULTS: dict[str, Any] = {"lr": 0.01, "optimizer": "SGD"}
+GRADIENT_DEFAULTS: dict[str, Any] = {"lr": 0.01, "optimizer": "SGD", "optimism": 0.0}
 PID_DEFAULTS: dict[str, Any] = {"kp": 0.1, "ki": 0.05, "kd": 0.0, "d_delay": 10, "ema_alpha": 0.5}
 
 
@@ -136,6 +136,13 @@ class GradientLagrange(LagrangeMultiplier):
         lr: step size on the relative violation (default 0.01: with an episode cost at twice
             the limit, lambda_rel rises by 0.01 per update).
         optimizer: name of a ``torch.optim`` optimizer (default "SGD").
+        optimism: weight of the extrapolation of optimistic gradient ascent: the step is
+            taken along ``e_t + optimism * (e_t - e_{t-1})`` (default 0: plain gradient
+            ascent; 1: optimistic gradient ascent, Daskalakis et al. 2018, the dual update
+            of ReLOAD, Moskovitz et al. 2023, for last-iterate convergence in CMDPs). The
+            extrapolation telescopes: after ``t`` steps lambda_rel is
+            ``lr * sum(e) + lr * optimism * (e_t - e_0)`` (before projection), an integral
+            plus a proportional term.
         upper_bound: largest lambda, or None for no bound.
     """
 
@@ -145,11 +152,18 @@ class GradientLagrange(LagrangeMultiplier):
         init: float = 0.0,
         lr: float = GRADIENT_DEFAULTS["lr"],
         optimizer: str = GRADIENT_DEFAULTS["optimizer"],
+        optimism: float = GRADIENT_DEFAULTS["optimism"],
         upper_bound: float | None = None,
     ) -> None:
         super().__init__(cost_limit, upper_bound)
         if not (math.isfinite(init) and init >= 0):
             raise ValueError(f"lambda init must be >= 0, got {init}")
+        if not (math.isfinite(optimism) and optimism >= 0):
+            raise ValueError(f"lambda optimism must be >= 0, got {optimism}")
+        self.optimism = float(optimism)
+        # the previous update's violation; the first update has none and takes a plain step
+        self.register_buffer("last_error", torch.zeros(self.n_constraints))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lambda lr must be > 0, got {lr}")
         if not isinstance(getattr(torch.optim, str(optimizer), None), type):
@@ -165,6 +179,12 @@ class GradientLagrange(LagrangeMultiplier):
     def _rescale(self, factor: torch.Tensor) -> None:
         self.multiplier.mul_(factor)
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args, **kwargs):
+        # agents saved before optimistic ascent existed: no previous violation recorded
+        state_dict.setdefault(prefix + "last_error", torch.zeros(self.n_constraints))
+        state_dict.setdefault(prefix + "steps", torch.zeros((), dtype=torch.int64))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def set_lr(self, lr: float) -> None:
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lambda lr must be > 0, got {lr}")
@@ -173,8 +193,12 @@ class GradientLagrange(LagrangeMultiplier):
 
     def update(self, mean_cost: float | Sequence[float]) -> np.ndarray:
         error = self._relative_error(mean_cost)
+        previous = self.last_error if int(self.steps) > 0 else error
+        direction = error + self.optimism * (error - previous)
+        self.last_error.copy_(error)
+        self.steps += 1
         self.optimizer.zero_grad()
-        loss = -(self.multiplier * error).sum()  # ascent on lambda = descent on -L
+        loss = -(self.multiplier * direction).sum()  # ascent on lambda = descent on -L
         loss.backward()
         self.optimizer.step()
         with torch.no_grad():

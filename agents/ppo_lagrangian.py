@@ -64,6 +64,9 @@ class PPOLagrangian(PPO):
     :param lambda_lr: step size of lambda for "gradient" (default 0.01).
     :param lambda_optimizer: ``torch.optim`` class name for "gradient" (default "SGD": plain
         projected gradient ascent; OmniSafe's "Adam" keeps a momentum that overshoots).
+    :param lambda_optimism: extrapolation of optimistic gradient ascent for "gradient"
+        (default 0.0: plain gradient ascent; 1.0: the optimistic ascent of ReLOAD, Moskovitz
+        et al. 2023; ``agents.lagrange.GradientLagrange``).
     :param lambda_max: upper bound of lambda, or None (default None).
     :param pid_kp: proportional gain for "pid" (default 0.1).
     :param pid_ki: integral gain for "pid" (default 0.05).
@@ -114,6 +117,7 @@ class PPOLagrangian(PPO):
         lambda_init: float = 0.0,
         lambda_lr: float = GRADIENT_DEFAULTS["lr"],
         lambda_optimizer: str = GRADIENT_DEFAULTS["optimizer"],
+        lambda_optimism: float = GRADIENT_DEFAULTS["optimism"],
         lambda_max: float | None = None,
         pid_kp: float = PID_DEFAULTS["kp"],
         pid_ki: float = PID_DEFAULTS["ki"],
@@ -156,6 +160,7 @@ class PPOLagrangian(PPO):
         self.lambda_init = lambda_init
         self.lambda_lr = lambda_lr
         self.lambda_optimizer = lambda_optimizer
+        self.lambda_optimism = lambda_optimism
         self.lambda_max = lambda_max
         self.pid_kp, self.pid_ki, self.pid_kd = pid_kp, pid_ki, pid_kd
         self.pid_d_delay, self.pid_ema_alpha = pid_d_delay, pid_ema_alpha
@@ -224,6 +229,7 @@ class PPOLagrangian(PPO):
                 "init": self.lambda_init,
                 "lr": self.lambda_lr,
                 "optimizer": self.lambda_optimizer,
+                "optimism": self.lambda_optimism,
                 "upper_bound": self.lambda_max,
             }
         else:
@@ -254,6 +260,7 @@ class PPOLagrangian(PPO):
             self.lagrange.set_cost_limit(np.atleast_1d(self.cost_limit))
         if isinstance(self.lagrange, GradientLagrange):
             self.lagrange.set_lr(self.lambda_lr)
+            self.lagrange.optimism = float(self.lambda_optimism)
 
     def _setup_learn(self, total_timesteps: int, callback=None, reset_num_timesteps: bool = True,
                      tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip

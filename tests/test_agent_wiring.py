@@ -181,6 +181,21 @@ def test_load_overrides_win_over_the_saved_state(tmp_path):
     assert same.lagrange.optimizer.param_groups[0]["lr"] == LR
 
 
+def test_optimism_load_override_extrapolates_from_the_saved_violation(tmp_path):
+    env = FixedCostEnv({"c": 0.6}, {"c": 0.2})
+    model = PPOLagrangian("MlpPolicy", env, cost_limit=0.2, **SMALL)  # optimism 0 saved
+    model.learn(16)
+    model.save(tmp_path / "a.zip")
+    before = model.lagrange.relative_value.item()
+    loaded = PPOLagrangian.load(tmp_path / "a.zip", env=env, cost_limit=0.3, lambda_optimism=1.0)
+    assert loaded.lagrange.optimism == 1.0
+    # saved violation (0.6 - 0.2) / 0.2 = 2, new one (0.6 - 0.3) / 0.3 = 1: the optimistic
+    # direction 1 + 1 * (1 - 2) = 0 leaves lambda where it was
+    loaded.learn(16, reset_num_timesteps=False)
+    assert loaded.lagrange.relative_value.item() == pytest.approx(before, rel=1e-5)
+    assert PPOLagrangian.load(tmp_path / "a.zip", env=env).lagrange.optimism == 0.0
+
+
 def test_pid_load_overrides(tmp_path):
     env = FixedCostEnv({"c": 0.6}, {"c": 0.2})
     model = PPOLagrangian("MlpPolicy", env, lagrangian="pid", **SMALL)

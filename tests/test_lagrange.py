@@ -164,3 +164,47 @@ def test_pid_history_of_another_length_loads():
     assert th.equal(longer.history[-4:], state["history"])
     assert th.equal(longer.history[:2], state["history"][:1].expand(2, -1))
     assert np.array_equal(longer.value, lag.value)
+
+
+def test_optimistic_ascent_matches_a_hand_computation():
+    lag = GradientLagrange(0.1, lr=0.1, optimism=1.0)
+    # first update has no previous violation: a plain step, e = (0.2 - 0.1) / 0.1 = 1
+    # -> lambda_rel = 0.1 -> lambda = 1.0
+    assert lag.update(0.2)[0] == pytest.approx(1.0, abs=1e-6)
+    # e = 0.5: direction 0.5 + 1 * (0.5 - 1) = 0 -> lambda stays at 1.0 although over the limit
+    assert lag.update(0.15)[0] == pytest.approx(1.0, abs=1e-6)
+    # e = 0: direction 0 + (0 - 0.5) = -0.5 -> lambda_rel = 0.1 - 0.05 -> lambda 0.5
+    assert lag.update(0.1)[0] == pytest.approx(0.5, abs=1e-6)
+    # optimism 0 is plain gradient ascent, step for step
+    plain, zero = GradientLagrange(0.1, lr=0.1), GradientLagrange(0.1, lr=0.1, optimism=0.0)
+    for c in (0.3, 0.05, 0.12, 0.2):
+        assert plain.update(c)[0] == pytest.approx(zero.update(c)[0], abs=1e-7)
+    with pytest.raises(ValueError, match="optimism"):
+        GradientLagrange(0.1, optimism=-1.0)
+
+
+def test_optimistic_ascent_telescopes_to_integral_plus_proportional():
+    # away from the projection, lambda_rel_t = lr * sum(e) + lr * optimism * (e_t - e_0)
+    lr, beta, d = 0.05, 3.0, 0.2
+    lag = GradientLagrange(d, lr=lr, optimism=beta, init=5.0)
+    costs = [0.3, 0.25, 0.4, 0.22, 0.18, 0.35]
+    errors = [(c - d) / d for c in costs]
+    for t, c in enumerate(costs):
+        value = lag.update(c)[0]
+        expected = 5.0 * d + lr * sum(errors[: t + 1]) + lr * beta * (errors[t] - errors[0])
+        assert value * d == pytest.approx(expected, abs=1e-6)
+
+
+def test_optimistic_state_round_trips_and_old_state_loads():
+    lag = GradientLagrange(0.1, lr=0.1, optimism=2.0)
+    for c in (0.3, 0.2):
+        lag.update(c)
+    copy = GradientLagrange(0.1, lr=0.1, optimism=2.0)
+    copy.load_state_dict(lag.state_dict())
+    assert copy.update(0.05)[0] == pytest.approx(lag.update(0.05)[0], abs=1e-7)
+    # a state saved before the extrapolation existed: no previous violation, a plain step next
+    old = {k: v for k, v in lag.state_dict().items() if k not in ("last_error", "steps")}
+    fresh = GradientLagrange(0.1, lr=0.1, optimism=2.0)
+    fresh.load_state_dict(old)
+    before = fresh.value[0]
+    assert fresh.update(0.2)[0] == pytest.approx(before + 0.1 * 1.0 / 0.1, abs=1e-6)
