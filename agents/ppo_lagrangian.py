@@ -61,12 +61,12 @@ class PPOLagrangian(PPO):
         Lagrangian). Both act on the violation relative to the limit, ``(J_c - d) / d``
         (``agents.lagrange`` says why and where this departs from OmniSafe and Stooke et al.).
     :param lambda_init: initial lambda, in reward per unit of cost (default 0.0).
-    :param lambda_lr: step size of lambda for "gradient" (default 0.01).
+    :param lambda_lr: step size of lambda for "gradient" (default 0.03).
     :param lambda_optimizer: ``torch.optim`` class name for "gradient" (default "SGD": plain
         projected gradient ascent; OmniSafe's "Adam" keeps a momentum that overshoots).
     :param lambda_optimism: extrapolation of optimistic gradient ascent for "gradient"
-        (default 0.0: plain gradient ascent; 1.0: the optimistic ascent of ReLOAD, Moskovitz
-        et al. 2023; ``agents.lagrange.GradientLagrange``).
+        (default 3.0; 0.0: plain gradient ascent, which cycles on pruning; 1.0: the optimistic
+        ascent of ReLOAD, Moskovitz et al. 2023; ``agents.lagrange.GradientLagrange``).
     :param lambda_max: upper bound of lambda, or None (default None).
     :param pid_kp: proportional gain for "pid" (default 0.1).
     :param pid_ki: integral gain for "pid" (default 0.05).

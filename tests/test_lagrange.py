@@ -10,7 +10,7 @@ from agents import GradientLagrange, PIDLagrange
 
 
 def test_gradient_is_projected_ascent_on_the_relative_violation():
-    lag = GradientLagrange(0.2, lr=0.1)  # SGD by default: no momentum
+    lag = GradientLagrange(0.2, lr=0.1, optimism=0.0)  # SGD by default: no momentum
     # e = (0.5 - 0.2) / 0.2 = 1.5 -> lambda_rel = 0.15 -> lambda = 0.15 / 0.2 = 0.75
     assert lag.update(0.5)[0] == pytest.approx(0.75, abs=1e-6)
     # e = (0.1 - 0.2) / 0.2 = -0.5 -> lambda_rel = 0.15 - 0.05 = 0.10 -> lambda = 0.5
@@ -24,8 +24,8 @@ def test_gradient_is_projected_ascent_on_the_relative_violation():
 
 
 def test_adam_stays_an_option_and_overshoots():
-    adam = GradientLagrange(0.2, lr=0.1, optimizer="Adam")
-    sgd = GradientLagrange(0.2, lr=0.1)
+    adam = GradientLagrange(0.2, lr=0.1, optimizer="Adam", optimism=0.0)
+    sgd = GradientLagrange(0.2, lr=0.1, optimism=0.0)
     for _ in range(5):
         adam.update(0.5)
         sgd.update(0.5)
@@ -175,10 +175,11 @@ def test_optimistic_ascent_matches_a_hand_computation():
     assert lag.update(0.15)[0] == pytest.approx(1.0, abs=1e-6)
     # e = 0: direction 0 + (0 - 0.5) = -0.5 -> lambda_rel = 0.1 - 0.05 -> lambda 0.5
     assert lag.update(0.1)[0] == pytest.approx(0.5, abs=1e-6)
-    # optimism 0 is plain gradient ascent, step for step
-    plain, zero = GradientLagrange(0.1, lr=0.1), GradientLagrange(0.1, lr=0.1, optimism=0.0)
+    # optimism 0 is plain projected gradient ascent, step for step
+    zero, relative = GradientLagrange(0.1, lr=0.1, optimism=0.0), 0.0
     for c in (0.3, 0.05, 0.12, 0.2):
-        assert plain.update(c)[0] == pytest.approx(zero.update(c)[0], abs=1e-7)
+        relative = max(0.0, relative + 0.1 * (c - 0.1) / 0.1)
+        assert zero.update(c)[0] * 0.1 == pytest.approx(relative, abs=1e-7)
     with pytest.raises(ValueError, match="optimism"):
         GradientLagrange(0.1, optimism=-1.0)
 
