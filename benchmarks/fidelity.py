@@ -19,12 +19,19 @@ Per variant: Kendall tau and Spearman correlation with the fine-tuned accuracy (
 top-5 overlap, and seconds per evaluation. Each candidate is one JSON in ``OUT/candidates/``
 (a re-run skips finished ones); ``OUT/summary.json``, ``OUT/table.md`` and
 ``OUT/fidelity_b<budget>.png`` (one scatter per variant) are rewritten at the end.
+
+Every candidate records the base network it was scored on (``base``: a digest of its weights
+and its test accuracy). A base trained again on another machine is another network (the same
+seed and recipe gave 61.22% and 60.73% test accuracy for the ResNet-56 quick base on two
+build machines), so a run refuses to add candidates to an ``OUT`` whose candidates were
+scored on another base, or on an unrecorded one: its correlations would mix two networks.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import time
@@ -50,6 +57,32 @@ def make_env(env_id: str, **overrides: Any):
         return gym.make(
             env_id, **{**QUICK, "train_base": True, "cache_size": 0, **overrides}
         ).unwrapped
+
+
+def base_identity(env) -> dict[str, Any]:
+    """The base network the scores depend on: a digest of its weights, its test accuracy."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(env.base_model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return {
+        "sha1": digest.hexdigest(),
+        "test_accuracy": env.base_info.get("test_accuracy"),
+        "checkpoint": Path(str(env.base_info.get("source", ""))).name,
+    }
+
+
+def check_same_base(rows: list[dict[str, Any]], base: dict[str, Any], out: Path) -> None:
+    """Refuse to score into ``out`` when its candidates were scored on another base."""
+    other = [r["name"] for r in rows if r.get("base", {}).get("sha1") != base["sha1"]]
+    if other:
+        recorded = {r.get("base", {}).get("test_accuracy", "unrecorded") for r in rows}
+        raise SystemExit(
+            f"--out {out}: {len(other)} candidate(s) (e.g. {other[0]}) were scored on another "
+            f"base network (test accuracy {sorted(map(str, recorded))}) than this one "
+            f"({base['checkpoint']}, test accuracy {base['test_accuracy']}, sha1 "
+            f"{base['sha1'][:12]}); score into a new --out, or --summary-only to summarise it"
+        )
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -176,6 +209,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_outputs(out: Path, rows: list[dict[str, Any]], budgets: list[float]) -> None:
+    bases = {r.get("base", {}).get("sha1") for r in rows}
+    if len(bases) > 1:
+        raise SystemExit(f"{out}: candidates scored on {len(bases)} base networks; not summarised")
     summary = {}
     lines = []
     for budget in budgets:
@@ -264,7 +300,14 @@ def main() -> None:
         write_outputs(out, rows, sorted({r["budget"] for r in rows}))
         return
     base = make_env(args.env)  # trains and caches the base model once, before the workers
-    print(f"base: {base.base_info.get('source')}, held out {base.heldout_size} images")
+    identity = base_identity(base)
+    print(f"base: {base.base_info.get('source')}, held out {base.heldout_size} images, "
+          f"test accuracy {identity['test_accuracy']}, sha1 {identity['sha1'][:12]}")  # fmt: skip
+    check_same_base(
+        [json.loads(p.read_text()) for p in sorted((out / "candidates").glob("*.json"))],
+        identity,
+        out,
+    )
     jobs = []
     for budget in args.budgets:
         cands = [("random", r) for r in random_candidates(base, budget, args.candidates, 0)]
@@ -280,6 +323,7 @@ def main() -> None:
                     "source": source,
                     "ratios": ratios,
                     "finetune_epochs": args.finetune_epochs,
+                    "base": identity,
                 }
             )
     variants: dict[str, dict[str, Any]] = {"today": {}}
