@@ -137,9 +137,9 @@ class GradientLagrange(LagrangeMultiplier):
     damps the cycle; the default 3 with lr 0.03 was measured on VGG16PruneSurrogate-v0
     (docs/convergence.md), where plain ascent did not settle at any lr tried.
 
-    Adam (OmniSafe's choice, lr 0.035) takes steps of about ``lr`` whatever the violation,
-    with momentum: lambda keeps rising for several updates after the cost crossed the limit,
-    and the cost cycles around it.
+    Adam (OmniSafe's choice, lr 0.035; OmniSafe's form is ``optimizer="Adam", optimism=0``)
+    takes steps of about ``lr`` whatever the violation, with momentum: lambda keeps rising for
+    several updates after the cost crossed the limit, and the cost cycles around it.
 
     Args:
         cost_limit: the limit ``d`` of each constraint.
@@ -151,9 +151,11 @@ class GradientLagrange(LagrangeMultiplier):
             taken along ``e_t + optimism * (e_t - e_{t-1})`` (default 3; 0: plain gradient
             ascent; 1: optimistic gradient ascent, Daskalakis et al. 2018, the dual update
             of ReLOAD, Moskovitz et al. 2023, for last-iterate convergence in CMDPs). The
-            extrapolation telescopes: after ``t`` steps lambda_rel is
-            ``lr * sum(e) + lr * optimism * (e_t - e_0)`` (before projection), an integral
-            plus a proportional term.
+            extrapolation telescopes: while the projection never clips, lambda_rel after the
+            updates on ``e_0 .. e_t`` is
+            ``init * d + lr * sum(e) + lr * optimism * (e_t - e_0)``, an integral plus a
+            proportional term (measured from the first violation; clipping at 0 resets that
+            offset).
         upper_bound: largest lambda, or None for no bound.
     """
 

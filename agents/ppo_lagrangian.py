@@ -13,6 +13,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
@@ -99,8 +100,9 @@ class PPOLagrangian(PPO):
     ``train/cost_explained_variance``, ``train/cost_limit``, besides PPO's own.
 
     Saved with the agent: the multipliers, lambda's optimizer state and the cost critic.
-    ``PPOLagrangian.load(path, cost_limit=..., lambda_lr=..., pid_ki=..., ...)`` overrides the
-    saved values (the multipliers' state is kept).
+    ``PPOLagrangian.load(path, cost_limit=..., lambda_lr=..., lambda_optimism=..., pid_ki=...,
+    ...)`` overrides the saved values (the multipliers' state is kept). An agent saved before
+    ``lambda_optimism`` existed loads with optimism 0, the plain ascent it was trained with.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": CostActorCriticPolicy}
@@ -244,6 +246,24 @@ class PPOLagrangian(PPO):
             }
         self.lagrange: LagrangeMultiplier = make_lagrange(self.lagrangian, limits, **kwargs)
 
+    @classmethod
+    def load(cls, path, env=None, device="auto", custom_objects=None, **kwargs):
+        """SB3's ``load``; an agent saved before ``lambda_optimism`` existed keeps the plain
+        gradient ascent it was trained with (optimism 0) unless ``lambda_optimism`` is given."""
+        if "lambda_optimism" not in kwargs:
+            start = path.tell() if hasattr(path, "seek") else None
+            data, _, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects,
+                                            load_data=True)  # fmt: skip
+            if start is not None:
+                path.seek(start)
+            if (
+                data is not None
+                and data.get("lagrangian") == "gradient"
+                and ("lambda_optimism" not in data)
+            ):
+                kwargs["lambda_optimism"] = 0.0
+        return super().load(path, env=env, device=device, custom_objects=custom_objects, **kwargs)
+
     def set_parameters(self, load_path_or_dict, exact_match: bool = True, device="auto") -> None:
         """SB3's ``set_parameters``, then the arguments given to ``load()`` win over the saved
         state: ``cost_limit`` over the restored limits, ``lambda_lr`` over the restored
@@ -260,7 +280,6 @@ class PPOLagrangian(PPO):
             self.lagrange.set_cost_limit(np.atleast_1d(self.cost_limit))
         if isinstance(self.lagrange, GradientLagrange):
             self.lagrange.set_lr(self.lambda_lr)
-            self.lagrange.optimism = float(self.lambda_optimism)
 
     def _setup_learn(self, total_timesteps: int, callback=None, reset_num_timesteps: bool = True,
                      tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip

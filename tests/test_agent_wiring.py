@@ -198,6 +198,32 @@ def test_optimism_load_override_extrapolates_from_the_saved_violation(tmp_path):
     assert PPOLagrangian.load(tmp_path / "a.zip", env=env).lagrange.optimism == 0.0
 
 
+def test_an_agent_saved_before_optimism_keeps_plain_ascent(tmp_path):
+    import json
+    import zipfile
+
+    env = FixedCostEnv({"c": 0.6}, {"c": 0.2})
+    PPOLagrangian("MlpPolicy", env, **{**SMALL, "lambda_optimism": 2.0}).save(tmp_path / "new.zip")
+    # the same file as an older version wrote it: no lambda_optimism in its data
+    with (
+        zipfile.ZipFile(tmp_path / "new.zip") as src,
+        zipfile.ZipFile(tmp_path / "old.zip", "w") as dst,
+    ):
+        for item in src.infolist():
+            content = src.read(item.filename)
+            if item.filename == "data":
+                data = json.loads(content)
+                assert data.pop("lambda_optimism") == 2.0
+                content = json.dumps(data).encode()
+            dst.writestr(item, content)
+    assert PPOLagrangian.load(tmp_path / "new.zip", env=env).lagrange.optimism == 2.0
+    assert PPOLagrangian.load(tmp_path / "old.zip", env=env).lagrange.optimism == 0.0
+    with open(tmp_path / "old.zip", "rb") as handle:  # a file object is read twice
+        assert PPOLagrangian.load(handle, env=env).lagrange.optimism == 0.0
+    loaded = PPOLagrangian.load(tmp_path / "old.zip", env=env, lambda_optimism=1.0)
+    assert loaded.lagrange.optimism == 1.0
+
+
 def test_pid_load_overrides(tmp_path):
     env = FixedCostEnv({"c": 0.6}, {"c": 0.2})
     model = PPOLagrangian("MlpPolicy", env, lagrangian="pid", **SMALL)
