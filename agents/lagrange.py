@@ -154,8 +154,7 @@ class GradientLagrange(LagrangeMultiplier):
             extrapolation telescopes: while the projection never clips, lambda_rel after the
             updates on ``e_0 .. e_t`` is
             ``init * d + lr * sum(e) + lr * optimism * (e_t - e_0)``, an integral plus a
-            proportional term (measured from the first violation; clipping at 0 resets that
-            offset).
+            proportional term measured from the first violation (a clip at 0 breaks the sum).
         upper_bound: largest lambda, or None for no bound.
     """
 
