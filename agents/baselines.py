@@ -4,6 +4,8 @@
   (bisection).
 - ``MagnitudeGlobalBaseline``: one importance threshold over all layers (weight magnitudes,
   or group-mean-normalised channel importance), the lowest that meets the budget.
+- ``TorchPruningGlobal``: Torch-Pruning's own global pruning (``MetaPruner``) at the budget:
+  ``magnitude_global``'s threshold, checked against MetaPruner channel for channel.
 - ``RandomSearch``: the best feasible of N random episodes, N = the episodes an RL run with
   the same ``total_timesteps`` would evaluate. Each random ratio vector that breaks an analytic
   budget is scaled down onto the budget boundary first, so no evaluation is wasted on a
@@ -25,6 +27,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from prune_env.engine import tp_global_pruning
 from prune_env.envs.pruning import PruneEnv
 
 Family = Callable[[float], np.ndarray]  # t in [0, 1] -> keep ratios, cost increasing in t
@@ -82,14 +85,17 @@ class SearchBaseline:
         analytic = self.prune_env.analytic_costs(family(1.0)) is not None
         steps = self.bisection_steps if analytic else self.probe_episodes
         snapped = lambda t: self.prune_env.snap(family(t))  # noqa: E731
+        self.family_t = 1.0  # the member returned, for subclasses that need it
         if self._feasible(snapped(1.0)):
             return snapped(1.0), True
+        self.family_t = 0.0
         if not self._feasible(snapped(0.0)):
             return snapped(0.0), False
         lo, hi = 0.0, 1.0
         for _ in range(steps):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if self._feasible(snapped(mid)) else (lo, mid)
+        self.family_t = lo
         return snapped(lo), True
 
     # -- agent interface
@@ -139,14 +145,69 @@ class MagnitudeGlobalBaseline(SearchBaseline):
         sizes = np.array([len(s) for s in scores])
         low = np.maximum(1, np.ceil(env.min_keep * sizes - 1e-9)).astype(np.int64)
 
+        def threshold_at(t: float) -> float:
+            return float(thresholds[min(int(t * (len(thresholds) - 1)), len(thresholds) - 1)])
+
         def family(t: float) -> np.ndarray:
-            threshold = thresholds[min(int(t * (len(thresholds) - 1)), len(thresholds) - 1)]
+            threshold = threshold_at(t)
             kept = np.array([np.searchsorted(-s, -threshold, side="right") for s in per_unit])
             return np.maximum(kept, low) / sizes
 
         ratios, _ = self.largest_feasible(family)
+        self.threshold = threshold_at(self.family_t)  # channels scoring at least this are kept
         self.run_episode(ratios)
         return self
+
+
+class TorchPruningGlobal(MagnitudeGlobalBaseline):
+    """Torch-Pruning's own global channel pruning at the budget: what a Torch-Pruning user
+    runs, ``tp.pruner.MetaPruner(global_pruning=True)`` in one step (its default), with the
+    pruning ratio found by bisection on the budget.
+
+    Torch-Pruning ranks the channels of all groups together by their importance divided by
+    the group's mean, and the env's engine scores channels with the same torch-pruning
+    importance (``importance="l2"``: ``GroupMagnitudeImportance(p=2)``, torch-pruning's
+    default; "l1": ``p=1``; "bn_scale": ``BNScaleImportance``, Network Slimming) and the same
+    normalisation. So this runs ``magnitude_global`` on the env (any cost, analytic or
+    measured), then asks MetaPruner itself which channels it removes at the same number of
+    pruned channels (``prune_env.engine.tp_global_pruning``). ``tp_check`` records the answer:
+    the ratio, the channels pruned, and every unit where the two differ with both counts.
+    They differ only where the env's ``min_keep`` floor or ``channel_round`` keeps channels
+    that MetaPruner's single step removes (it can empty a group); the network delivered is
+    the env's. Needs ``granularity="channel"`` and an importance other than "random".
+    """
+
+    name = "tp_global"
+
+    def learn(self, total_timesteps: int = 0, callback: Any = None, **_: Any):
+        env = self.prune_env
+        if env.granularity != "channel" or env.importance == "random":
+            raise ValueError(
+                "tp_global is torch-pruning's global channel pruning: it needs an env with "
+                "granularity='channel' and importance 'l1', 'l2' or 'bn_scale', got "
+                f"granularity={env.granularity!r} and importance={env.importance!r}"
+            )
+        super().learn(total_timesteps, callback)
+        # nothing feasible: no pruning ratio to compare
+        self.tp_check = None if self.best_ratios is None else self._compare_with_torch_pruning()
+        return self
+
+    def _compare_with_torch_pruning(self) -> dict[str, Any]:
+        env, engine = self.prune_env, self.prune_env.engine
+        counts = env._counts(np.asarray(self.best_ratios))
+        scores = engine.global_scores()
+        # the channels under the global threshold: what MetaPruner removes at this ratio
+        n_pruned = int(sum(int(np.sum(s < self.threshold)) for s in scores))
+        total = int(sum(len(s) for s in scores))
+        # MetaPruner removes total - int(total * (1 - ratio)): aim between two integers
+        ratio = (n_pruned - 0.5) / total if n_pruned else 0.0
+        pruned = tp_global_pruning(engine, ratio) if n_pruned else {}
+        differing = {}
+        for unit, ranking, count in zip(engine.units, engine.rankings, counts, strict=True):
+            theirs = pruned.get(unit.name, np.zeros(0, dtype=np.int64))
+            if set(theirs.tolist()) != set(ranking[count:].tolist()):
+                differing[unit.name] = {"kept": int(count), "tp_kept": unit.size - len(theirs)}
+        return {"pruning_ratio": ratio, "channels_pruned": n_pruned, "units_differing": differing}
 
 
 class RandomSearch(SearchBaseline):
@@ -170,5 +231,6 @@ class RandomSearch(SearchBaseline):
 
 
 BASELINES: dict[str, type[SearchBaseline]] = {
-    cls.name: cls for cls in (UniformBaseline, MagnitudeGlobalBaseline, RandomSearch)
+    cls.name: cls
+    for cls in (UniformBaseline, MagnitudeGlobalBaseline, TorchPruningGlobal, RandomSearch)
 }

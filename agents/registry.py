@@ -9,7 +9,7 @@ Built in:
 | ppo_penalty, sac_penalty, td3_penalty | SB3 PPO / SAC / TD3 on ``CostPenalty(env, beta)`` |
 | trpo_penalty | sb3-contrib TRPO on ``CostPenalty(env, beta)`` |
 | amc | AMC (He et al. 2018): TD3 with budget-clipped actions, reward = accuracy |
-| uniform, magnitude_global, random_search | non-RL baselines (``agents.baselines``) |
+| uniform, magnitude_global, tp_global, random_search | non-RL baselines (``agents.baselines``) |
 
 Plugging in another algorithm:
 

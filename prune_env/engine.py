@@ -239,6 +239,7 @@ class _EngineBase:
         self.device = next(model.parameters()).device
         self._skeleton = copy.deepcopy(model).to("meta")
         self._base_modules = dict(model.named_modules())
+        self.example_input = example_input[:1].detach().to(self.device)  # one sample, traced
         self._spatial = _module_spatial(model, example_input.to(self.device))
         self.shapes = _layer_shapes(model, self._spatial)
         self.total_params = sum(p.numel() for p in model.parameters())
@@ -899,6 +900,59 @@ def tp_prune_reference(
         fn = tp.prune_conv_out_channels if isinstance(root, _CONV) else tp.prune_linear_out_channels
         graph.get_pruning_group(root, fn, idxs=pruned).prune()
     return net.eval()
+
+
+def tp_global_pruning(engine: ChannelEngine, pruning_ratio: float) -> dict[str, np.ndarray]:
+    """The channels Torch-Pruning's own global pruner removes at ``pruning_ratio``.
+
+    Runs ``tp.pruner.MetaPruner(global_pruning=True, pruning_ratio=pruning_ratio)`` with the
+    torch-pruning importance of the engine's: ``GroupMagnitudeImportance(p=1)`` for "l1",
+    ``(p=2)`` (torch-pruning's default) for "l2", ``BNScaleImportance()`` (Network
+    Slimming) for "bn_scale", each with its defaults (mean over the group, groups normalised
+    by their mean), on a copy of the engine's base network. Every Conv/Linear whose output
+    channels no unit prunes is ignored (the head, the ``ignored_layers``, the groups kept
+    whole). The groups are read, not pruned. Returns unit name -> the unit's pruned positions
+    (sorted; units it leaves alone are absent). One step, as MetaPruner does by default:
+    nothing keeps a group from losing every channel.
+    """
+    importances = {
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "bn_scale": lambda: tp.importance.BNScaleImportance(),
+    }
+    if engine.importance not in importances:
+        raise ValueError(
+            f"torch-pruning has no global pruning for importance {engine.importance!r}; "
+            f"expected one of {sorted(importances)}"
+        )
+    if not 0 <= pruning_ratio < 1:
+        raise ValueError(f"pruning_ratio must be in [0, 1), got {pruning_ratio}")
+    net = copy.deepcopy(engine.base).eval()
+    modules = dict(net.named_modules())
+    ignored = [
+        modules[name]
+        for name, shape in engine.shapes.items()
+        if shape.kind in ("conv", "linear") and not shape.out_slices
+    ]
+    pruner = tp.pruner.MetaPruner(
+        net,
+        engine.example_input,
+        importance=importances[engine.importance](),
+        global_pruning=True,
+        pruning_ratio=pruning_ratio,
+        ignored_layers=ignored,
+    )
+    names = {m: n for n, m in modules.items()}
+    sizes = {u.name: u.size for u in engine.units}
+    pruned: dict[str, np.ndarray] = {}
+    for group in pruner.step(interactive=True):
+        root = names[group[0].dep.target.module]
+        if root not in sizes:
+            raise RuntimeError(f"torch-pruning pruned the group of {root!r}, which no unit owns")
+        idxs = np.asarray([int(i) for i in group[0].idxs], dtype=np.int64)
+        if len(idxs):  # MetaPruner also yields the groups it takes nothing from
+            pruned[root] = np.unique(idxs % sizes[root])  # repeated per convolution group
+    return pruned
 
 
 def measure_resources(

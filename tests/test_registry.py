@@ -27,7 +27,7 @@ def test_every_registered_algorithm_runs(name):
     for episode in result.episodes:
         assert 0 <= episode.reward <= 1 and len(episode.keep_ratios) == n_layers
         assert episode.feasible == (episode.cost <= 0.3 + 1e-12)
-    if name in ("uniform", "magnitude_global", "random_search", "amc"):
+    if name in ("uniform", "magnitude_global", "tp_global", "random_search", "amc"):
         assert all(e.feasible for e in result.episodes)  # feasible by construction
     action, _ = result.agent.predict(np.zeros(13, dtype=np.float32), deterministic=True)
     assert np.asarray(action).shape == (1,)
