@@ -116,7 +116,11 @@ class SearchBaseline:
     def save(self, path: str | os.PathLike) -> None:
         ratios = None if self.best_ratios is None else self.best_ratios.tolist()
         payload = {"algo": self.name, "best_ratios": ratios, "best_reward": self.best_reward}
-        Path(path).write_text(json.dumps(payload, indent=2))
+        Path(path).write_text(json.dumps({**payload, **self._saved_extras()}, indent=2))
+
+    def _saved_extras(self) -> dict[str, Any]:
+        """What a baseline found besides its ratios, saved with them."""
+        return {}
 
 
 class UniformBaseline(SearchBaseline):
@@ -191,6 +195,9 @@ class TorchPruningGlobal(MagnitudeGlobalBaseline):
         # nothing feasible: no pruning ratio to compare
         self.tp_check = None if self.best_ratios is None else self._compare_with_torch_pruning()
         return self
+
+    def _saved_extras(self) -> dict[str, Any]:
+        return {"tp_check": getattr(self, "tp_check", None)}
 
     def _compare_with_torch_pruning(self) -> dict[str, Any]:
         env, engine = self.prune_env, self.prune_env.engine

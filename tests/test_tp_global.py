@@ -1,6 +1,7 @@
 """tp_global is Torch-Pruning's own global pruner: same channels, same network."""
 
 import copy
+import json
 
 import gymnasium as gym
 import numpy as np
@@ -53,13 +54,15 @@ def _env(env_id: str, **kwargs):
 @pytest.mark.parametrize(("env_id", "importance"), [
     ("VGG11Prune-v0", "l1"), ("ResNet18Prune-v0", "l2"),
 ])  # fmt: skip
-def test_tp_global_delivers_torch_prunings_own_network(env_id, importance):
+def test_tp_global_delivers_torch_prunings_own_network(env_id, importance, tmp_path):
     env = _env(env_id, budget=0.3, importance=importance, min_keep=0.01)
     result = registry.run("tp_global", env, total_timesteps=1)
     (episode,) = result.episodes
     assert episode.feasible and episode.cost >= 0.27  # tight against the budget
     check = result.agent.tp_check
     assert check["channels_pruned"] > 0 and check["units_differing"] == {}
+    result.agent.save(tmp_path / "tp_global.json")  # the check is saved with the ratios
+    assert json.loads((tmp_path / "tp_global.json").read_text())["tp_check"] == check
 
     # MetaPruner itself, pruning for real at the ratio tp_global found
     prune_env = env.unwrapped
