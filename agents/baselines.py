@@ -177,7 +177,7 @@ class TorchPruningGlobal(MagnitudeGlobalBaseline):
     pruned channels (``prune_env.engine.tp_global_pruning``). ``tp_check`` records the answer:
     the ratio, the channels pruned, and every unit where the two differ with both counts.
     They differ only where the env's ``min_keep`` floor or ``channel_round`` keeps channels
-    that MetaPruner's single step removes (it can empty a group); the network delivered is
+    that MetaPruner's single step removes (one step has no floor per group); the network is
     the env's. Needs ``granularity="channel"`` and an importance other than "random".
     """
 

@@ -913,7 +913,7 @@ def tp_global_pruning(engine: ChannelEngine, pruning_ratio: float) -> dict[str, 
     channels no unit prunes is ignored (the head, the ``ignored_layers``, the groups kept
     whole). The groups are read, not pruned. Returns unit name -> the unit's pruned positions
     (sorted; units it leaves alone are absent). One step, as MetaPruner does by default:
-    nothing keeps a group from losing every channel.
+    its ``max_pruning_ratio`` is checked between steps, so one step has no floor per group.
     """
     importances = {
         "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
