@@ -23,11 +23,12 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from prune_pipeline.job import cpu_name
 
 # name -> (environment variables, torch threads, oneDNN convolutions on)
 SETTINGS: dict[str, tuple[dict[str, str], int, bool]] = {
@@ -40,16 +41,6 @@ SETTINGS: dict[str, tuple[dict[str, str], int, bool]] = {
     # the above, and ATen's scalar kernels instead of the AVX2/AVX-512 ones
     "portable": ({"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"}, 1, False),
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_isa() -> str:
@@ -133,7 +124,7 @@ def main() -> None:
 
         run = {
             "setting": name,
-            "cpu": cpu_model(),
+            "cpu": cpu_name(),
             "isa": cpu_isa(),
             "cores": os.cpu_count(),
             "torch": torch.__version__,
