@@ -119,15 +119,17 @@ def test_evaluate_remeasures_what_the_report_says(finished_run):
 
 def test_evaluate_compares_methods_and_rolls_the_agent_out(finished_run):
     run_dir, home = finished_run
-    _run("evaluate.py", run_dir, "--compare", "uniform,magnitude_global", "--no-progress",
-         home=home)  # fmt: skip
+    _run("evaluate.py", run_dir, "--compare", "uniform,magnitude_global,tp_global",
+         "--no-progress", home=home)  # fmt: skip
     rows = json.loads((run_dir / "compare.json").read_text())
     assert [r["method"] for r in rows] == [
-        "ppo_lag (this run)", "uniform", "magnitude_global", "base (unpruned)",
+        "ppo_lag (this run)", "uniform", "magnitude_global", "tp_global", "base (unpruned)",
     ]  # fmt: skip
-    for row in rows[1:3]:
+    for row in rows[1:4]:
         assert row["feasible"] and row["params_kept"] <= 0.1 + 1e-12
         assert 0 <= row["test_accuracy"] <= 1
+    # torch-pruning's global pruner keeps the channels of the env's global threshold
+    assert rows[3]["params_kept"] == rows[2]["params_kept"]
     assert (run_dir / "compare.csv").read_text().count("\n") == len(rows) + 1
     assert (run_dir / "compare.png").is_file() and (run_dir / "keep_ratios_compare.png").is_file()
 
