@@ -23,7 +23,8 @@ top-5 overlap, and seconds per evaluation. Each candidate is one JSON in ``OUT/c
 Every candidate records the base network it was scored on (``base``: a digest of its weights
 and its test accuracy). A base trained again on another machine is another network (the same
 seed and recipe gave 61.22% and 60.73% test accuracy for the ResNet-56 quick base on two
-build machines), so a run refuses to add candidates to an ``OUT`` whose candidates were
+build machines; ``--base-numerics portable`` trains one that does not depend on the machine, see
+prune_env/numerics.py), so a run refuses to add candidates to an ``OUT`` whose candidates were
 scored on another base, or on an unrecorded one: its correlations would mix two networks.
 """
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import os
 import time
@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from prune_env.numerics import state_digest
 
 QUICK = {"width_mult": 0.25, "base_train_epochs": 3, "reward_size": 1000, "device": "cpu"}
 METRICS = ("accuracy", "neg_ce", "agreement", "neg_kl")
@@ -61,12 +63,8 @@ def make_env(env_id: str, **overrides: Any):
 
 def base_identity(env) -> dict[str, Any]:
     """The base network the scores depend on: a digest of its weights, its test accuracy."""
-    digest = hashlib.sha1()
-    for name, tensor in sorted(env.base_model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return {
-        "sha1": digest.hexdigest(),
+        "sha1": state_digest(env.base_model),
         "test_accuracy": env.base_info.get("test_accuracy"),
         "checkpoint": Path(str(env.base_info.get("source", ""))).name,
     }
@@ -288,6 +286,13 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--base-numerics",
+        default="default",
+        choices=["default", "portable"],
+        help="how the base is trained: 'portable' gives the same base on another machine "
+        "(prune_env.numerics), so that a study can span sessions",
+    )
+    parser.add_argument(
         "--summary-only", action="store_true", help="rewrite the summary from OUT/candidates"
     )
     parser.add_argument("--out", required=True)
@@ -299,7 +304,8 @@ def main() -> None:
         rows = [json.loads(p.read_text()) for p in sorted((out / "candidates").glob("*.json"))]
         write_outputs(out, rows, sorted({r["budget"] for r in rows}))
         return
-    base = make_env(args.env)  # trains and caches the base model once, before the workers
+    # trains and caches the base model once, before the workers
+    base = make_env(args.env, base_numerics=args.base_numerics)
     identity = base_identity(base)
     print(f"base: {base.base_info.get('source')}, held out {base.heldout_size} images, "
           f"test accuracy {identity['test_accuracy']}, sha1 {identity['sha1'][:12]}")  # fmt: skip
@@ -335,6 +341,8 @@ def main() -> None:
             "bn_calib_size": 128,
         }
     variants.update(json.loads(args.extra_variants))
+    # every variant scores the same base; an extra variant may still name its own numerics
+    variants = {k: {"base_numerics": args.base_numerics, **v} for k, v in variants.items()}
     todo = []
     for job in jobs:
         path = out / "candidates" / f"{job['name']}.json"

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from prune_pipeline.job import cpu_name
+from prune_env.numerics import cpu_name
 
 # name -> (environment variables, torch threads, oneDNN convolutions on)
 SETTINGS: dict[str, tuple[dict[str, str], int, bool]] = {
@@ -38,8 +38,14 @@ SETTINGS: dict[str, tuple[dict[str, str], int, bool]] = {
     # oneDNN off (convolutions through ATen's own im2col + BLAS), MKL's conditional numerical
     # reproducibility mode, one thread
     "no_onednn_cbwr": ({"MKL_CBWR": "COMPATIBLE"}, 1, False),
+    # the same on all cores (ATen's parallel loops split work by the thread count, so this
+    # can only agree between machines with as many cores)
+    "no_onednn_cbwr_all_threads": ({"MKL_CBWR": "COMPATIBLE"}, 0, False),
     # the above, and ATen's scalar kernels instead of the AVX2/AVX-512 ones
     "portable": ({"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"}, 1, False),
+    # the package's own path: prune_env.zoo.get_base_model(numerics="portable"), which trains
+    # in a child process under no_onednn_cbwr, with the held-out split and a seeded init
+    "package_portable": ({}, 0, True),
 }
 
 
@@ -62,7 +68,36 @@ def _digest(tensors) -> str:
     return h.hexdigest()[:12]
 
 
-def worker(steps: int, threads: int, onednn: bool) -> dict:
+def package_worker(train, info) -> dict:
+    """The package's portable base training on the same images (fewer steps: the held-out
+    split is carved out of them first)."""
+    import tempfile
+
+    import torch
+
+    import prune_env.zoo as zoo
+
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["PRUNE_ENV_HOME"] = home
+        zoo.RECIPES["resnet56"] = type(zoo.RECIPES["resnet56"])(
+            **{**zoo.RECIPES["resnet56"].__dict__, "epochs": 1}
+        )
+        start = time.perf_counter()
+        _, meta = zoo.get_base_model(
+            "resnet56", "synthetic", info, train, None, 0.25, progress=False,
+            numerics="portable",
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+    return {
+        "weights_sha1": meta["weights_sha1"][:12],
+        "logits_sha1": None,  # this process runs torch's default kernels: not comparable
+        "train_seconds": round(seconds, 2),
+        "threads": meta["numerics"]["threads"],
+        "capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def worker(steps: int, threads: int, onednn: bool, package: bool = False) -> dict:
     """Runs inside the child process: train, then digest."""
     import torch
 
@@ -76,6 +111,8 @@ def worker(steps: int, threads: int, onednn: bool) -> dict:
     recipe = RECIPES["resnet56"]
     train = synthetic_split("train", 10, 3, 32, n=steps * RECIPES["resnet56"].batch_size)
     info = dataset_info("synthetic", train)
+    if package:
+        return package_worker(train, info)
     torch.manual_seed(0)
     model = build_model("resnet56", info.num_classes, info.channels, 0.25)
     recipe = type(recipe)(**{**recipe.__dict__, "epochs": 1})
@@ -103,7 +140,8 @@ def main() -> None:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     if args.worker is not None:
         _, threads, onednn = SETTINGS[args.worker]
-        print(json.dumps(worker(args.steps, threads, onednn)))
+        package = args.worker == "package_portable"
+        print(json.dumps(worker(args.steps, threads, onednn, package)))
         return
 
     out = Path(args.out)

@@ -32,6 +32,14 @@ from prune_env.data import (
 )
 from prune_env.evaluation import accuracy
 from prune_env.models import ARCH_INPUT, build_model
+from prune_env.numerics import (
+    check_numerics,
+    numerics_mode,
+    portable_process,
+    state_digest,
+    tensor_digest,
+    train_in_child,
+)
 from prune_env.paths import atomic_torch_save, home_dir
 
 CHECKPOINT_FORMAT = "prune_env.checkpoint/1"
@@ -232,11 +240,18 @@ def _digest(indices: np.ndarray) -> str:
 
 
 def cache_path(
-    arch: str, dataset: str, width_mult: float, epochs: int, tag: str | None = None
+    arch: str,
+    dataset: str,
+    width_mult: float,
+    epochs: int,
+    tag: str | None = None,
+    numerics: str = "default",
 ) -> Path:
     width = "" if width_mult == 1.0 else f"-w{width_mult:g}"
     data = dataset if tag is None else f"{dataset}-{tag}"
-    return home_dir() / "checkpoints" / f"{arch}{width}-{data}-e{epochs}-{HELDOUT_RULE}.pt"
+    mode = "" if check_numerics(numerics) == "default" else f"-{numerics}"
+    name = f"{arch}{width}-{data}-e{epochs}-{HELDOUT_RULE}{mode}.pt"
+    return home_dir() / "checkpoints" / name
 
 
 def get_base_model(
@@ -254,6 +269,7 @@ def get_base_model(
     progress: bool = True,
     tag: str | None = None,
     train_if_missing: bool = True,
+    numerics: str = "default",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The base network of a registered architecture, in eval mode on ``device``.
 
@@ -265,7 +281,13 @@ def get_base_model(
 
     Training leaves out ``heldout_indices(len(train))`` and records it in the checkpoint's
     ``heldout`` entry (``heldout_from_meta`` gives the indices back).
+
+    ``numerics="portable"`` trains (on the CPU) with the numerics of ``prune_env.numerics``,
+    which give the same weights from the same seed on another x86 machine, at about 2.3x the
+    seconds, in a child process; it is cached under its own name. The checkpoint records the
+    mode, a digest of its weights (``weights_sha1``) and of the training images it saw.
     """
+    check_numerics(numerics)
     model = build_model(arch, info.num_classes, info.channels, width_mult)
     if checkpoint is not None:
         meta = load_checkpoint(model, checkpoint)
@@ -277,7 +299,7 @@ def get_base_model(
     recipe = RECIPES[arch]
     if train_epochs is not None:
         recipe = replace(recipe, epochs=int(train_epochs))
-    path = cache_path(arch, dataset, width_mult, recipe.epochs, tag)
+    path = cache_path(arch, dataset, width_mult, recipe.epochs, tag, numerics)
     if path.is_file():
         meta = load_checkpoint(model, path)
         return model.to(device).eval(), {"source": str(path), **meta}
@@ -291,6 +313,35 @@ def get_base_model(
         )
     if train is None:
         raise ValueError(f"no cached {path.name} and no training data to train it")
+    record = {"arch": arch, "dataset": dataset, "width_mult": width_mult}
+    if numerics == "portable" and not portable_process():
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"base_numerics='portable' trains on the CPU, got device {device}")
+        meta = train_in_child(
+            {
+                "build": {
+                    "name": arch,
+                    "num_classes": info.num_classes,
+                    "in_channels": info.channels,
+                    "width_mult": width_mult,
+                },
+                "train": (train.images, train.labels, list(train.classes)),
+                "test": None if test is None else (test.images, test.labels, list(test.classes)),
+                "info": asdict(info),
+                "recipe": asdict(recipe),
+                "path": str(path),
+                "seed": seed,
+                "progress": progress,
+                "description": f"training {arch} on {dataset} (portable numerics)",
+                "record": record,
+            },
+            path.parent,
+        )
+        load_checkpoint(model, path)
+        return model.to(device).eval(), meta
+    if numerics == "portable":  # this process is portable: seed the initial weights too
+        torch.manual_seed(seed)
+        model = build_model(arch, info.num_classes, info.channels, width_mult)
     meta = train_base_model(
         model.to(device),
         train,
@@ -301,7 +352,8 @@ def get_base_model(
         seed,
         progress,
         f"training {arch} on {dataset}",
-        {"arch": arch, "dataset": dataset, "width_mult": width_mult},
+        record,
+        numerics,
     )
     return model.eval(), meta
 
@@ -317,14 +369,18 @@ def train_base_model(
     progress: bool = True,
     description: str = "base model",
     record: dict[str, Any] | None = None,
+    numerics: str = "default",
 ) -> dict[str, Any]:
     """Train ``model`` (in place, on its device) on ``train`` less the held-out images
-    (``heldout_indices``), then write it with its record to the checkpoint ``path``
-    atomically; returns the record (``source`` is ``path``, ``heldout`` the held-out rule)."""
+    (``heldout_indices``), under ``numerics`` (``prune_env.numerics.numerics_mode``), then
+    write it with its record to the checkpoint ``path`` atomically; returns the record
+    (``source`` is ``path``, ``heldout`` the held-out rule, ``numerics`` the mode and machine,
+    ``weights_sha1`` and ``train_images_sha1`` digests of the result and of its input)."""
     heldout = heldout_indices(len(train))
     seen = torch.from_numpy(np.setdiff1d(np.arange(len(train)), heldout))
     subset = Split(train.images[seen], train.labels[seen], train.classes)
-    seconds = train_model(model, subset, info, recipe, seed, progress, description=description)
+    with numerics_mode(numerics) as mode:
+        seconds = train_model(model, subset, info, recipe, seed, progress, description=description)
     meta = {
         "format": CHECKPOINT_FORMAT,
         **(record or {}),
@@ -338,6 +394,9 @@ def train_base_model(
             "of": len(train),
             "sha1": _digest(heldout),
         },
+        "numerics": mode,
+        "weights_sha1": state_digest(model),
+        "train_images_sha1": tensor_digest(subset.images),
     }
     if test is not None:
         meta["test_accuracy"] = split_accuracy(model, test, info)
@@ -384,6 +443,7 @@ def prepare_base_model(
     pretrained: bool = True,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    numerics: str = "default",
 ) -> BaseModel:
     """The explicit base-model step of a registered task: load ``checkpoint``, else the cached
     model, else train it here with its recipe (a progress bar; cached for every later env of
@@ -405,5 +465,6 @@ def prepare_base_model(
         device,
         progress=progress,
         tag=data_tag(dataset, data_dir),
+        numerics=numerics,
     )
     return BaseModel(model, meta, train, test, info)

@@ -29,6 +29,7 @@ from torch import nn
 
 import prune_env
 from agents import registry
+from prune_env.numerics import cpu_name
 from prune_pipeline.config import ConfigError, JobConfig, add_arguments, from_mapping
 from prune_pipeline.plots import plot_accuracy_vs_cost, plot_keep_ratios, plot_training
 from prune_pipeline.presets import agent_arguments
@@ -59,17 +60,6 @@ class JobResult:
 
 def say(stage: int, name: str, text: str, seconds: float) -> None:
     print(f"[{stage}/5] {name}: {text} ({seconds:.1f} s)", flush=True)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def hardware(device: torch.device) -> str:

@@ -39,6 +39,7 @@ from prune_env.evaluation import (
     zero_weight_masks,
 )
 from prune_env.models import MODELS
+from prune_env.numerics import check_numerics
 from prune_env.zoo import arch_split, data_tag, get_base_model, heldout_from_meta
 
 MODES = ("layerwise", "oneshot")
@@ -312,6 +313,11 @@ class PruneEnv(gym.Env):
     - ``base_train_epochs``: override the training recipe's length (cached separately).
     - ``train_base``: train the base model with its recipe when none is cached (default
       False).
+    - ``base_numerics``: how that training runs on the CPU: "default" (torch's kernels on all
+      cores; the weights depend on the machine) or "portable" (one thread, oneDNN off, MKL's
+      reproducible mode, in a child process: the same weights on another x86 CPU from the
+      same seed, at about 2.3x the seconds; cached under its own name; see
+      ``prune_env.numerics``). For studies that span sessions.
     - ``width_mult``: channel width multiplier of a registered architecture (1.0 is the paper's).
     - ``budget``: the largest resource fraction allowed, in (0, 1]. Default 0.1 (the paper's).
     - ``cost``: "params", "flops", "latency" or a callable ``f(model) -> float``.
@@ -367,6 +373,7 @@ class PruneEnv(gym.Env):
       (``timing``/``cache_hit`` moved to ``last_evaluation``), splits adapt to small data.
       Revised 2026-12: a registered id no longer trains a missing base model unless
       ``train_base=True`` (``prune_env.zoo.prepare_base_model`` is the explicit step).
+      ``base_numerics`` added (default unchanged).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -382,6 +389,7 @@ class PruneEnv(gym.Env):
         pretrained: bool = True,
         base_train_epochs: int | None = None,
         train_base: bool = False,
+        base_numerics: str = "default",
         width_mult: float = 1.0,
         budget: float = 0.1,
         cost: str | Callable[[nn.Module], float] = "params",
@@ -481,6 +489,7 @@ class PruneEnv(gym.Env):
         self.finetune_lr, self.finetune_batch_size = finetune_lr, finetune_batch_size
         self.eval_batch_size, self.latency_repeats = eval_batch_size, latency_repeats
 
+        check_numerics(base_numerics)
         setup_start = time.perf_counter()
         self.data_info: DatasetInfo | None = None  # known for registered architectures only
         self._data_source: tuple[str, str | os.PathLike | None, str] | None = None
@@ -501,6 +510,7 @@ class PruneEnv(gym.Env):
                     finetune_pool_size,
                     progress,
                     heldout,
+                    base_numerics,
                 )
             )
         else:
@@ -650,6 +660,7 @@ class PruneEnv(gym.Env):
         pool_size,
         progress,
         heldout,
+        base_numerics="default",
     ):
         self._data_source = (dataset, data_dir, arch)
         train = self.dataset_split("train")
@@ -670,6 +681,7 @@ class PruneEnv(gym.Env):
             progress=progress,
             tag=data_tag(dataset, data_dir),
             train_if_missing=train_base,
+            numerics=base_numerics,
         )
         self.data_info = info
         held = self._heldout(heldout, meta, len(train), pretrained or checkpoint is not None)
