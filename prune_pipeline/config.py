@@ -21,6 +21,7 @@ from agents import registry
 from prune_env.costs import BUILTIN_COSTS
 from prune_env.data import ALL_DATASETS
 from prune_env.envs.pruning import GRANULARITIES
+from prune_env.numerics import NUMERICS
 from prune_pipeline.presets import PRESETS
 
 
@@ -108,6 +109,7 @@ ENV_KEYS_WITH_OPTIONS = {
     "granularity": "--granularity",
     "width_mult": "--width-mult",
     "base_train_epochs": "--base-epochs",
+    "base_numerics": "--base-numerics",
     "train_base": "--base-epochs (the job trains a missing base model itself)",
     "reward_size": "--reward-size",
     "data_dir": "--data-dir",
@@ -172,6 +174,13 @@ class JobConfig:
     base_epochs: int | None = field(
         default=None, metadata={"help": "epochs of the base recipe (default: preset)"}
     )
+    base_numerics: str = field(
+        default="default",
+        metadata={
+            "help": "how a missing base is trained on the CPU: default, or portable (the same "
+            "weights on another machine, ~2.3x the seconds; prune_env.numerics)"
+        },
+    )
     reward_size: int | None = field(
         default=None, metadata={"help": "training images in the reward split (default: preset)"}
     )
@@ -230,6 +239,7 @@ class JobConfig:
         _choice("granularity", self.granularity, GRANULARITIES)
         _choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
         _choice("vec-env", self.vec_env, registry.VEC_ENVS)
+        _choice("base-numerics", self.base_numerics, NUMERICS)
         if self.dataset is not None:
             _choice("dataset", self.dataset, ALL_DATASETS)
         if not 0 < self.budget <= 1:

@@ -122,6 +122,7 @@ def make_task(cfg: JobConfig) -> Task:
         pretrained,
         device,
         cfg.progress,
+        cfg.base_numerics,
     )
     if base.checkpoint is not None:  # the env loads what was just prepared
         kwargs["checkpoint"] = base.checkpoint

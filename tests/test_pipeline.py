@@ -143,6 +143,7 @@ def test_train_prunes_a_model_from_a_factory_file(tmp_path, factory):
         (["--env-kwargs", "[1, 2]"], "--env-kwargs must be a JSON object"),
         (["--budget", "x"], "--budget expects a float"),
         (["--resume", "."], "not a run folder"),
+        (["--base-numerics", "fast"], "unknown --base-numerics 'fast'"),
     ],
 )
 def test_train_refuses_bad_options_with_a_clear_message(tmp_path, args, message):
@@ -227,7 +228,31 @@ def test_importing_the_plots_leaves_matplotlib_alone():
 def test_env_kwargs_cannot_override_what_has_an_option():
     # the job prepares the base model from --width-mult etc.: an env_kwargs copy would make
     # the env load a base model of other settings (or a checkpoint of another width)
-    for key, option in (("width_mult", "--width-mult"), ("checkpoint", "--checkpoint")):
+    for key, option in (
+        ("width_mult", "--width-mult"),
+        ("checkpoint", "--checkpoint"),
+        ("base_numerics", "--base-numerics"),
+    ):
         with pytest.raises(ConfigError, match=f"use {option} instead"):
             JobConfig(env_kwargs={key: 1}).validate()
     assert JobConfig(env_kwargs={"bn_calib_size": 64}).validate().env_kwargs["bn_calib_size"] == 64
+
+
+def test_the_job_prepares_its_base_with_the_numerics_asked_for(monkeypatch):
+    import prune_pipeline.task as task
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_prepare(*args, **kwargs):
+        seen.append(args[9] if len(args) > 9 else kwargs.get("numerics"))
+        raise Stop
+
+    monkeypatch.setattr(task, "prepare_base_model", fake_prepare)
+    for numerics in ("portable", "default"):
+        cfg = JobConfig(env="VGG11Prune-v0", base_numerics=numerics, dataset="synthetic")
+        with pytest.raises(Stop):
+            task.make_task(cfg.validate())
+    assert seen == ["portable", "default"]
