@@ -1,50 +1,64 @@
 #!/usr/bin/env bash
-# The CPU reproduction of the paper's VGG16 table (docs/results.md): for each seed, granularity
-# and params budget, train.py runs the ppo_lag pipeline (search, extraction, fine-tuning, test)
-# and evaluate.py --compare prunes the same base model to the same budget with every other
-# method, with the same search steps and the same fine-tuning. Cells already done are skipped,
-# so an interrupted sweep goes on where it stopped. benchmarks/results_table.py then gathers
-# the folders into tables and plots.
+# The CPU reproduction of the paper's VGG16 table (docs/results.md): for each seed and cell
+# (granularity, cost, budget), train.py runs the ppo_lag pipeline (search, extraction,
+# fine-tuning, test) and evaluate.py --compare prunes the same base model to the same budget
+# with every other method, with the same search steps and the same fine-tuning. Cells already
+# done are skipped, so an interrupted sweep goes on where it stopped, in this session or the
+# next: the base model is trained with portable numerics (train.py --base-numerics portable,
+# prune_env/numerics.py), so another machine trains the same one. benchmarks/results_table.py
+# then gathers the folders into tables and plots.
 #
 #   PRUNE_ENV_DATA=~/data bash benchmarks/reproduce_cpu.sh
 #
-# Environment: STEPS (search env steps per method, default 8000), SEEDS ("0 1"),
-# GRANULARITIES ("channel weight"), BUDGETS ("0.1 0.2"), ENV (VGG16Prune-v0), OUT
-# (runs/reproduce_cpu), PYTHON (python), EXTRA (more train.py options, e.g. "--preset paper").
+# Environment: STEPS (search env steps per method, default 8000), SEEDS ("0 1 2"), CELLS
+# (granularity:cost:budget items, default the issue-16 sweep "channel:params:0.1
+# channel:params:0.2 channel:flops:0.3 weight:params:0.1"), ENV (VGG16Prune-v0), OUT
+# (runs/reproduce_cpu), PYTHON (python), BASE_NUMERICS (portable; "default" is faster but
+# machine-bound), CHANNEL_METHODS and WEIGHT_METHODS (what evaluate.py --compare runs in
+# channel and weight cells), EXTRA (more train.py options, e.g. "--preset paper").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-8000}
-SEEDS=${SEEDS:-"0 1"}
-GRANULARITIES=${GRANULARITIES:-"channel weight"}
-BUDGETS=${BUDGETS:-"0.1 0.2"}
+SEEDS=${SEEDS:-"0 1 2"}
+CELLS=${CELLS:-"channel:params:0.1 channel:params:0.2 channel:flops:0.3 weight:params:0.1"}
 ENV=${ENV:-VGG16Prune-v0}
 OUT=${OUT:-runs/reproduce_cpu}
 PYTHON=${PYTHON:-python}
+BASE_NUMERICS=${BASE_NUMERICS:-portable}
 EXTRA=${EXTRA:-}
-METHODS=ppo_pid_lag,amc,random_search,magnitude_global,uniform
+# tp_global is torch-pruning's channel pruner: it has no weight-granularity form
+CHANNEL_METHODS=${CHANNEL_METHODS:-ppo_pid_lag,amc,random_search,magnitude_global,tp_global,uniform}
+WEIGHT_METHODS=${WEIGHT_METHODS:-ppo_pid_lag,amc,random_search,magnitude_global,uniform}
 
 for seed in $SEEDS; do
-  for granularity in $GRANULARITIES; do
-    for budget in $BUDGETS; do
-      cell="$OUT/${ENV}_${granularity}_b${budget}_s${seed}"
-      if [ -f "$cell/done" ]; then
-        echo "== $cell: done, skipped"
-        continue
-      fi
-      echo "== $cell: ppo_lag ($(date +%T))"
-      run=$(ls -d "$cell/${ENV}__ppo_lag__${seed}__"* 2>/dev/null | head -n 1 || true)
-      if [ -z "$run" ] || [ ! -f "$run/report.json" ]; then
-        rm -rf "$cell"
-        # shellcheck disable=SC2086
-        $PYTHON train.py --env "$ENV" --algo ppo_lag --budget "$budget" \
-          --granularity "$granularity" --seed "$seed" --total-timesteps "$STEPS" \
-          --out "$cell" --no-progress $EXTRA
-        run=$(ls -d "$cell/${ENV}__ppo_lag__${seed}__"* | head -n 1)
-      fi
-      echo "== $cell: $METHODS ($(date +%T))"
-      $PYTHON evaluate.py "$run" --compare "$METHODS" --no-progress
-      touch "$cell/done"
-    done
+  for spec in $CELLS; do
+    IFS=: read -r granularity cost budget <<< "$spec"
+    if [ -z "$budget" ]; then
+      echo "CELLS item '$spec' is not granularity:cost:budget" >&2
+      exit 2
+    fi
+    # params cells keep the folder names of earlier sweeps, so that they resume
+    if [ "$cost" = params ]; then tag=""; else tag="_${cost}"; fi
+    methods=$CHANNEL_METHODS
+    if [ "$granularity" = weight ]; then methods=$WEIGHT_METHODS; fi
+    cell="$OUT/${ENV}_${granularity}${tag}_b${budget}_s${seed}"
+    if [ -f "$cell/done" ]; then
+      echo "== $cell: done, skipped"
+      continue
+    fi
+    echo "== $cell: ppo_lag ($(date +%T))"
+    run=$(ls -d "$cell/${ENV}__ppo_lag__${seed}__"* 2>/dev/null | head -n 1 || true)
+    if [ -z "$run" ] || [ ! -f "$run/report.json" ]; then
+      rm -rf "$cell"
+      # shellcheck disable=SC2086
+      $PYTHON train.py --env "$ENV" --algo ppo_lag --budget "$budget" --cost "$cost" \
+        --granularity "$granularity" --seed "$seed" --total-timesteps "$STEPS" \
+        --base-numerics "$BASE_NUMERICS" --out "$cell" --no-progress $EXTRA
+      run=$(ls -d "$cell/${ENV}__ppo_lag__${seed}__"* | head -n 1)
+    fi
+    echo "== $cell: $methods ($(date +%T))"
+    $PYTHON evaluate.py "$run" --compare "$methods" --no-progress
+    touch "$cell/done"
   done
 done
 echo "== all cells done ($(date +%T))"

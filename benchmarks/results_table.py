@@ -9,7 +9,9 @@ compare_episodes/*.jsonl (the other methods, same base model, budget, search ste
 fine-tuning). Writes into ``--out``:
 
 - ``rows.csv`` / ``rows.json``: one row per cell and method (every seed);
-- ``table.md``: per granularity and budget, each method's mean ± std over seeds;
+- ``table.md``: per granularity, cost and budget, each method's mean ± std over seeds, and
+  ppo_lag's fine-tuned accuracy against the best other method's, paired by seed, with a 95%
+  bootstrap interval and what it establishes (``comparison.json``: the same as data);
 - ``curves_<granularity>_b<budget>.png``: reward and cost over env steps per searching method;
 - ``keep_ratios_<granularity>_b<budget>.png``: ppo_lag against uniform (and the others), seed 0;
 - ``cells/<cell>/``: the small files the numbers come from (report, config, compare, and the
@@ -36,9 +38,15 @@ from prune_env.paths import atomic_write_bytes, atomic_write_json
 from prune_pipeline.plots import plot_keep_ratios, plot_learning_curves
 from prune_pipeline.report import csv_text, markdown_table
 from prune_pipeline.run_folder import RunFolder
+from prune_pipeline.statistics import paired_bootstrap, verdict
 
-METHOD_ORDER = ("ppo_lag", "ppo_pid_lag", "amc", "random_search", "magnitude_global", "uniform")
-BASE_KEYS = ("env", "width_mult", "base_epochs", "dataset", "checkpoint", "reward_size")
+METHOD_ORDER = (
+    "ppo_lag", "ppo_pid_lag", "amc", "random_search", "magnitude_global", "tp_global", "uniform",
+)  # fmt: skip
+BASE_KEYS = (
+    "env", "width_mult", "base_epochs", "dataset", "checkpoint", "reward_size", "base_numerics",
+)  # fmt: skip
+CANDIDATE = "ppo_lag"  # the method each cell asks about
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -74,9 +82,14 @@ def load_cell(folder: Path) -> dict[str, Any]:
         "compare": compare,
         "curves": curves,
         "granularity": cfg["granularity"],
+        "cost": cfg.get("cost", "params"),
         "budget": cfg["budget"],
         "seed": cfg["seed"],
-        "base_key": (*tuple(cfg.get(k) for k in BASE_KEYS), report["base"]["test_accuracy"]),
+        "base_key": (
+            *tuple(cfg.get(k) for k in BASE_KEYS),
+            report["base"]["test_accuracy"],
+            report["base"].get("weights_sha1"),  # older reports have none
+        ),
     }
 
 
@@ -91,6 +104,7 @@ def cell_rows(cell: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "cell": cell["name"],
                 "granularity": cell["granularity"],
+                "cost": cell["cost"],
                 "budget": cell["budget"],
                 "seed": cell["seed"],
                 "method": method,
@@ -168,14 +182,11 @@ def summary(rows: list[dict[str, Any]]) -> str:
     ]
     latency_key = "latency_ms" if any("latency_ms" in r for r in rows) else "latency_ms_sweep"
     out = []
-    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[(row["granularity"], row["budget"])].append(row)
-    for (granularity, budget), group in sorted(groups.items()):
+    for (granularity, cost, budget), group in sorted(cell_groups(rows).items()):
         base = group[0]
         base_latency = base.get("base_latency_ms", base["base_latency_ms_sweep"])
         out.append(
-            f"### {granularity} granularity, params budget {budget:g}\n\n"
+            f"### {granularity} granularity, {cost} budget {budget:g}\n\n"
             f"Base model: test accuracy {100 * base['base_test_accuracy']:.2f}%, latency "
             f"{base_latency:.2f} ms; fine-tuning {base['finetune_epochs']} epoch(s) for every "
             "method.\n"
@@ -199,7 +210,76 @@ def summary(rows: list[dict[str, Any]]) -> str:
                 ]
             )
         out.append(markdown_table(headers, table) + "\n")
+        verdict_line = comparison_text(compare_candidate(group))
+        if verdict_line:
+            out.append(verdict_line + "\n")
     return "\n".join(out)
+
+
+def cell_groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str, float], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["granularity"], row.get("cost", "params"), row["budget"])].append(row)
+    return groups
+
+
+def compare_candidate(group: list[dict[str, Any]], candidate: str = CANDIDATE) -> dict[str, Any]:
+    """``candidate``'s fine-tuned test accuracy against the best other method of one cell.
+
+    The best other method is the one with the highest mean test accuracy among those whose
+    every seed delivered a feasible model; the difference is paired by seed (same base,
+    same fine-tuning seed) and given with its 95% paired bootstrap interval
+    (``prune_pipeline.statistics``). Seeds either method lacks are left out, and said so.
+    """
+    by_method: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for row in group:
+        by_method[row["method"]][row["seed"]] = row
+    if candidate not in by_method:
+        return {}
+    others = {
+        m: seeds for m, seeds in by_method.items()
+        if m != candidate and seeds and all(
+            r["feasible"] and r["test_accuracy"] is not None for r in seeds.values()
+        )
+    }  # fmt: skip
+    if not others:
+        return {"candidate": candidate, "best_other": None}
+    best = max(others, key=lambda m: np.mean([r["test_accuracy"] for r in others[m].values()]))
+    mine = by_method[candidate]
+    seeds = sorted(s for s in mine if s in others[best] and mine[s]["test_accuracy"] is not None)
+    result: dict[str, Any] = {
+        "candidate": candidate,
+        "best_other": best,
+        "seeds": seeds,
+        "seeds_left_out": sorted(set(mine) ^ set(others[best])),
+        "candidate_feasible": f"{sum(bool(mine[s]['feasible']) for s in seeds)}/{len(seeds)}",
+    }
+    if seeds:
+        diff = paired_bootstrap(
+            [mine[s]["test_accuracy"] for s in seeds],
+            [others[best][s]["test_accuracy"] for s in seeds],
+        )
+        result["difference"] = diff.to_dict()
+        result["verdict"] = verdict(diff)
+    return result
+
+
+def comparison_text(result: dict[str, Any]) -> str:
+    if not result:
+        return ""
+    if result.get("best_other") is None:
+        return f"No other method delivered a feasible model on every seed ({CANDIDATE} alone)."
+    if "difference" not in result:
+        return f"{result['candidate']} and {result['best_other']} share no seed."
+    d = result["difference"]
+    left_out = f"; seeds left out: {result['seeds_left_out']}" if result["seeds_left_out"] else ""
+    return (
+        f"**{result['candidate']} against the best other method ({result['best_other']})**: "
+        f"test accuracy difference {100 * d['mean']:+.2f} points, 95% paired bootstrap "
+        f"interval [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] over {d['n']} seed(s) "
+        f"({d['method']}): **{result['verdict']}**; {result['candidate']} feasible "
+        f"{result['candidate_feasible']}{left_out}."
+    )
 
 
 def _method_rank(method: str) -> tuple[int, str]:
@@ -267,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(csv_text(columns, table).encode(), args.out / "rows.csv")
     text = summary(rows)
     atomic_write_bytes(text.encode(), args.out / "table.md")
+    comparisons = [
+        {"granularity": g, "cost": c, "budget": b, **compare_candidate(group)}
+        for (g, c, b), group in sorted(cell_groups(rows).items())
+    ]
+    atomic_write_json(comparisons, args.out / "comparison.json")
     plots(cells, args.out)
     print(text)
     print(f"{len(cells)} cells, {len(rows)} rows -> {args.out}")

@@ -26,6 +26,7 @@ from agents import registry
 from agents.callbacks import SearchMonitor
 from agents.recording import EpisodeRecord, rollout, violation_rate_per_quarter
 from prune_env.costs import within_budget
+from prune_env.numerics import state_digest
 from prune_env.zoo import split_accuracy
 from prune_pipeline.pruned import finetune_pruned, measure
 from prune_pipeline.run_folder import RunFolder
@@ -40,10 +41,12 @@ class SearchInterrupted(Exception):
 
 # ----------------------------------------------------------------------------- base model
 def measure_base(task: Task) -> dict[str, Any]:
-    """The base model on the test images: accuracy, params, MACs, latency; and its reward
-    accuracy."""
+    """The base model on the test images: accuracy, params, MACs, latency; its reward
+    accuracy; and a digest of its weights (``weights_sha1``: runs on one network, whichever
+    session trained it, have the same one)."""
     stats = measure(task.base_model, task.test, task.info, task.latency_batch()).to_dict()
     stats["reward_accuracy"] = task.mdp.base_accuracy
+    stats["weights_sha1"] = state_digest(task.base_model)
     return stats
 
 

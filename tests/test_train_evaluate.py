@@ -252,6 +252,13 @@ def test_results_table_gathers_a_sweep_and_refuses_mixed_base_models(finished_ru
     assert curves["random_search"][-1][0] == 96
     assert (out / "curves_channel_b0.1.png").is_file()
     assert (out / "keep_ratios_channel_b0.1.png").is_file()
+    # ppo_lag against the best feasible other method, paired by seed: the twin seeds agree,
+    # so the interval is a point
+    (comparison,) = json.loads((out / "comparison.json").read_text())
+    assert comparison["cost"] == "params" and comparison["seeds"] == [0, 1]
+    d = comparison["difference"]
+    assert d["low"] == pytest.approx(d["high"]) and d["n"] == 2
+    assert f"against the best other method ({comparison['best_other']})" in table
 
     _edit_json(twin / run_dir.name / "report.json", lambda r: r["base"].update(test_accuracy=0.5))
     proc = _run(script, sweep, "--out", out, home=home, check=False)

@@ -1,0 +1,52 @@
+"""results_table's per-cell question: is ppo_lag's pruned model better than the best other?"""
+
+import pytest
+
+from benchmarks.results_table import compare_candidate, comparison_text
+
+
+def _rows(method, accs, feasible=True):
+    return [
+        {"method": method, "seed": s, "test_accuracy": a, "feasible": feasible}
+        for s, a in enumerate(accs)
+    ]
+
+
+def test_the_best_feasible_other_method_is_compared_paired_by_seed():
+    group = [
+        *_rows("ppo_lag", [0.71, 0.72, 0.73]),
+        *_rows("uniform", [0.60, 0.61, 0.62]),
+        *_rows("magnitude_global", [0.70, 0.70, 0.70]),
+        *_rows("random_search", [0.90, 0.90, 0.90], feasible=False),  # over budget: excluded
+    ]
+    result = compare_candidate(group)
+    assert result["best_other"] == "magnitude_global"
+    d = result["difference"]
+    # differences 0.01, 0.02, 0.03: the enumerated bootstrap interval of tests/test_statistics
+    assert d["mean"] == pytest.approx(0.02)
+    assert d["low"] == pytest.approx(0.01 * (1 + 0.65 / 3))
+    assert d["high"] == pytest.approx(0.01 * (8 / 3 + 0.35 / 3))
+    assert result["verdict"] == "better" and result["candidate_feasible"] == "3/3"
+    text = comparison_text(result)
+    assert "+2.00 points" in text and "[+1.22, +2.78]" in text and "**better**" in text
+
+
+def test_overlapping_results_are_not_called_a_difference():
+    group = [*_rows("ppo_lag", [0.70, 0.66, 0.71]), *_rows("uniform", [0.69, 0.69, 0.69])]
+    result = compare_candidate(group)
+    assert result["difference"]["low"] < 0 < result["difference"]["high"]
+    assert result["verdict"] == "not distinguishable"
+
+
+def test_seeds_only_one_method_has_are_left_out_and_said():
+    group = [*_rows("ppo_lag", [0.71, 0.72, 0.73]), *_rows("uniform", [0.60, 0.61])]
+    result = compare_candidate(group)
+    assert result["seeds"] == [0, 1] and result["seeds_left_out"] == [2]
+    assert result["difference"]["n"] == 2
+    assert "seeds left out: [2]" in comparison_text(result)
+
+
+def test_no_feasible_other_method_means_no_comparison():
+    group = [*_rows("ppo_lag", [0.71]), *_rows("uniform", [0.60], feasible=False)]
+    assert compare_candidate(group)["best_other"] is None
+    assert compare_candidate(_rows("uniform", [0.6])) == {}
