@@ -70,6 +70,20 @@ def base_identity(env) -> dict[str, Any]:
     }
 
 
+def write_base_record(env, identity: dict[str, Any], out: Path) -> None:
+    """``OUT/base.json``: the base's identity and its checkpoint record (recipe, numerics,
+    machine, digests of its weights and training images), written once, so that a session
+    that resumes the study on another machine can see why its base differs, if it does."""
+    path = out / "base.json"
+    if path.is_file():
+        return
+    record = {
+        k: v for k, v in env.base_info.items()
+        if k != "source" and isinstance(v, (str, int, float, bool, dict, list, type(None)))
+    }  # fmt: skip
+    path.write_text(json.dumps({"identity": identity, "record": record}, indent=1) + "\n")
+
+
 def check_same_base(rows: list[dict[str, Any]], base: dict[str, Any], out: Path) -> None:
     """Refuse to score into ``out`` when its candidates were scored on another base."""
     other = [r["name"] for r in rows if r.get("base", {}).get("sha1") != base["sha1"]]
@@ -314,6 +328,7 @@ def main() -> None:
         identity,
         out,
     )
+    write_base_record(base, identity, out)
     jobs = []
     for budget in args.budgets:
         cands = [("random", r) for r in random_candidates(base, budget, args.candidates, 0)]

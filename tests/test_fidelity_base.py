@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.fidelity import base_identity, check_same_base, write_outputs
+from benchmarks.fidelity import base_identity, check_same_base, write_base_record, write_outputs
 
 
 def _env(seed: int) -> SimpleNamespace:
@@ -47,3 +47,14 @@ def test_the_summary_refuses_two_bases(tmp_path: Path):
         write_outputs(tmp_path, rows, [0.1])
     assert not (tmp_path / "summary.json").exists()
     json.dumps(base)  # the record goes into each candidate's JSON
+
+
+def test_the_base_record_is_written_once_without_local_paths(tmp_path: Path):
+    env = _env(0)
+    env.base_info.update(weights_sha1="abc", numerics={"mode": "portable", "cpu": "X"})
+    write_base_record(env, base_identity(env), tmp_path)
+    first = json.loads((tmp_path / "base.json").read_text())
+    assert first["identity"] == base_identity(env)
+    assert first["record"]["numerics"]["mode"] == "portable" and "source" not in first["record"]
+    write_base_record(_env(1), base_identity(_env(1)), tmp_path)  # a resumed run keeps it
+    assert json.loads((tmp_path / "base.json").read_text()) == first
