@@ -86,7 +86,8 @@ def load_cell(folder: Path) -> dict[str, Any]:
         "budget": cfg["budget"],
         "seed": cfg["seed"],
         "base_key": (
-            *tuple(cfg.get(k) for k in BASE_KEYS),
+            # configs written before base_numerics existed trained with the default numerics
+            *tuple(cfg.get(k, "default" if k == "base_numerics" else None) for k in BASE_KEYS),
             report["base"]["test_accuracy"],
             report["base"].get("weights_sha1"),  # older reports have none
         ),
@@ -226,10 +227,12 @@ def cell_groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str, float], list
 def compare_candidate(group: list[dict[str, Any]], candidate: str = CANDIDATE) -> dict[str, Any]:
     """``candidate``'s fine-tuned test accuracy against the best other method of one cell.
 
-    The best other method is the one with the highest mean test accuracy among those whose
-    every seed delivered a feasible model; the difference is paired by seed (same base,
+    The best other method is, among those whose every seed delivered a feasible model, the
+    one covering most of the candidate's seeds, then with the highest mean test accuracy on
+    them; the difference is paired by seed (same base,
     same fine-tuning seed) and given with its 95% paired bootstrap interval
-    (``prune_pipeline.statistics``). Seeds either method lacks are left out, and said so.
+    (``prune_pipeline.statistics``). Seeds either method lacks are left out, and said so; a
+    candidate over the budget on any seed gets no better/worse verdict.
     """
     by_method: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     for row in group:
@@ -244,15 +247,22 @@ def compare_candidate(group: list[dict[str, Any]], candidate: str = CANDIDATE) -
     }  # fmt: skip
     if not others:
         return {"candidate": candidate, "best_other": None}
-    best = max(others, key=lambda m: np.mean([r["test_accuracy"] for r in others[m].values()]))
-    mine = by_method[candidate]
-    seeds = sorted(s for s in mine if s in others[best] and mine[s]["test_accuracy"] is not None)
+    mine = {s: r for s, r in by_method[candidate].items() if r["test_accuracy"] is not None}
+
+    def rank(method: str) -> tuple[int, float]:
+        # covering more of the candidate's seeds first, then the mean on the shared seeds
+        shared = [s for s in mine if s in others[method]] or list(others[method])
+        return len(shared), float(np.mean([others[method][s]["test_accuracy"] for s in shared]))
+
+    best = max(others, key=rank)
+    seeds = sorted(s for s in mine if s in others[best])
+    over = sum(not mine[s]["feasible"] for s in seeds)
     result: dict[str, Any] = {
         "candidate": candidate,
         "best_other": best,
         "seeds": seeds,
-        "seeds_left_out": sorted(set(mine) ^ set(others[best])),
-        "candidate_feasible": f"{sum(bool(mine[s]['feasible']) for s in seeds)}/{len(seeds)}",
+        "seeds_left_out": sorted((set(by_method[candidate]) | set(others[best])) - set(seeds)),
+        "candidate_feasible": f"{len(seeds) - over}/{len(seeds)}",
     }
     if seeds:
         diff = paired_bootstrap(
@@ -260,7 +270,8 @@ def compare_candidate(group: list[dict[str, Any]], candidate: str = CANDIDATE) -
             [others[best][s]["test_accuracy"] for s in seeds],
         )
         result["difference"] = diff.to_dict()
-        result["verdict"] = verdict(diff)
+        # an over-budget model is not an answer to the budget, whatever its accuracy
+        result["verdict"] = verdict(diff) if not over else f"over budget on {over} seed(s)"
     return result
 
 
@@ -334,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     cells = [load_cell(p) for p in folders]
     bases = {c["base_key"] for c in cells}
     if len(bases) > 1:
-        raise SystemExit(f"error: cells use {len(bases)} different base models: {sorted(bases)}")
+        listed = sorted(bases, key=repr)  # older reports hold None where newer ones hold text
+        raise SystemExit(f"error: cells use {len(bases)} different base models: {listed}")
     rows = [r for c in cells for r in cell_rows(c)]
     if args.latency:
         remeasure_latency(cells, rows, args.rounds)

@@ -11,8 +11,12 @@ and 58.15% test accuracy on three sessions' machines).
 width 0.25, with augmentation; benchmarks/results/reproducibility.json): torch's defaults and
 one thread give different weights on an Intel Xeon and an AMD EPYC (both AVX-512); one
 thread with oneDNN off (convolutions through ATen's im2col and MKL's GEMM) and MKL's
-conditional numerical reproducibility (``MKL_CBWR=COMPATIBLE``) gives the same weights on
-both, at 2.3x the seconds of the default on two threads. That is the ``"portable"`` mode.
+conditional numerical reproducibility (``MKL_CBWR=COMPATIBLE``) gave the same weights on
+both, at 2.3x (AMD) and 2.9x (Intel) the seconds of the default on two threads. That is the
+``"portable"`` mode. Not measured: CPUs without AVX-512 (ATen's own kernels are vectorised
+per instruction set; the probe's ``portable`` setting, which also forces ATen's scalar
+kernels, agreed as well and costs ~10% more), other torch versions. The record of each
+checkpoint names the CPU and ATen's capability, so a mismatch can be traced.
 
 ``MKL_CBWR`` is read when MKL initialises, which may already have happened in a process that
 has run torch, so portable training runs in a fresh Python process with the variable set
@@ -102,6 +106,7 @@ def numerics_mode(numerics: str) -> Iterator[dict[str, Any]]:
             "onednn": bool(torch.backends.mkldnn.enabled),
             "mkl_cbwr": os.environ.get("MKL_CBWR"),
             "cpu": cpu_name(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch": str(torch.__version__),
         }
     finally:
@@ -109,19 +114,19 @@ def numerics_mode(numerics: str) -> Iterator[dict[str, Any]]:
         torch.backends.mkldnn.enabled = onednn
 
 
-def train_in_child(job: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+def train_in_child(job: dict[str, Any]) -> dict[str, Any]:
     """Run ``prune_env.zoo.train_base_model(**job)`` in a fresh Python process under portable
     numerics and return its record (the checkpoint is written by the child to ``job["path"]``).
 
     ``job`` holds tensors and plain values only (it travels through a temporary torch file in
-    ``work_dir``, deleted afterwards): ``build`` (``build_model``'s arguments; the child builds
-    the network after ``torch.manual_seed(seed)``, so that its initial weights depend on the
-    seed alone), ``train`` and ``test`` (a Split's images, labels, classes; test may be None),
-    ``info`` (a DatasetInfo as a dict), ``recipe`` (a Recipe as a dict), ``path``, ``seed``,
+    the system's temporary folder, deleted afterwards, never beside the checkpoints):
+    ``build`` (``build_model``'s arguments; the child builds the network after
+    ``torch.manual_seed(seed)``, so that its initial weights depend on the seed alone),
+    ``train`` and ``test`` (a Split's images, labels, classes; test may be None), ``info``
+    (a DatasetInfo as a dict), ``recipe`` (a Recipe as a dict), ``path``, ``seed``,
     ``progress``, ``description``, ``record``.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="portable-job-", suffix=".pt", dir=work_dir)
+    fd, name = tempfile.mkstemp(prefix="prune-env-portable-job-", suffix=".pt")
     os.close(fd)
     job_file = Path(name)
     try:

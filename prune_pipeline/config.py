@@ -178,7 +178,7 @@ class JobConfig:
         default="default",
         metadata={
             "help": "how a missing base is trained on the CPU: default, or portable (the same "
-            "weights on another machine, ~2.3x the seconds; prune_env.numerics)"
+            "weights on the two CPU models measured, 2.3-2.9x the seconds; prune_env.numerics)"
         },
     )
     reward_size: int | None = field(
@@ -230,6 +230,11 @@ class JobConfig:
                 raise ConfigError(
                     f"--model reads an ImageFolder tree (--data-dir) or synthetic data, not "
                     f"--dataset {self.dataset}"
+                )
+            if self.base_numerics != "default":
+                raise ConfigError(
+                    "--base-numerics applies to the base models the package trains (--env); "
+                    "with --model the base is yours"
                 )
         else:
             _choice("env", self.env or "VGG16Prune-v0", prune_env.ZOO_IDS)

@@ -9,11 +9,11 @@ ch. 13: the percentile interval). With few seeds (``n ** n`` resamples at most
 the bootstrap distribution and needs no random draws; beyond that it draws ``resamples``
 with a fixed seed.
 
-With 3 seeds the bootstrap distribution has at most 10 distinct means and the percentile
-interval is the range of the middle ones: it is narrow when the seeds agree and says little
-otherwise. ``verdict`` reads an interval: "better" or "worse" only when it excludes 0 and
-rests on at least ``MIN_PAIRS`` seeds; "not distinguishable" otherwise (an interval
-containing 0 does not show the two are equal).
+With 3 seeds the bootstrap distribution has at most 10 distinct means, and the 95% interval
+is the range of the per-seed differences: the verdict is descriptive (every seed agrees, or
+not), its nominal coverage is not reached at such sizes. ``verdict`` reads an interval:
+"better" or "worse" only when it excludes 0 and rests on at least ``MIN_PAIRS`` seeds;
+"not distinguishable" otherwise (an interval containing 0 does not show the two are equal).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def paired_bootstrap(
 
     ``a`` and ``b`` are paired (same seeds, same order). The interval's ends are the
     ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled means (numpy's
-    linear interpolation between order statistics).
+    ``inverted_cdf``: the smallest resample mean whose share at or below it reaches the
+    level's tail).
     """
     a_arr, b_arr = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a_arr.ndim != 1 or a_arr.shape != b_arr.shape or len(a_arr) == 0:
@@ -82,7 +83,10 @@ def paired_bootstrap(
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     diffs = a_arr - b_arr
     means, method = _resample_means(diffs, int(resamples), seed)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    # inverted_cdf: each end is a resample mean itself, never interpolated past one; with 3
+    # pairs the 95% interval is then [min, max] of the differences, so "better" needs every
+    # seed better (linear interpolation let one losing seed be outvoted)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
     return PairedDifference(
         float(diffs.mean()), float(low), float(high), float(level), len(diffs), method
     )

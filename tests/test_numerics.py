@@ -78,12 +78,24 @@ def test_bad_numerics_is_refused_at_the_boundary(data, home):
         gym.make("VGG11Prune-v0", dataset="synthetic", pretrained=False, base_numerics="x")
 
 
-def test_portable_needs_the_cpu(data, home):
-    with pytest.raises(ValueError, match="trains on the CPU"):
-        _base(data, "portable", device="meta")
+def test_a_portable_process_trains_in_process_on_the_cpu_whatever_the_device(
+    data, home, monkeypatch
+):
+    # a process started with MKL_CBWR set trains itself (no child), on the CPU, then moves
+    # the model where it was asked
+    import prune_env.zoo as zoo
+
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")  # (MKL itself started without it here)
+    monkeypatch.setattr(zoo, "train_in_child", None)  # calling it would fail
+    torch.manual_seed(99)
+    model, meta = _base(data, "portable", device="meta")
+    assert meta["device"] == "cpu" and meta["numerics"]["mode"] == "portable"
+    assert meta["numerics"]["threads"] == 1 and meta["numerics"]["onednn"] is False
+    assert next(model.parameters()).device.type == "meta"
 
 
 def test_numerics_mode_restores_threads_and_onednn(monkeypatch):
+    monkeypatch.delenv("MKL_CBWR", raising=False)
     threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     with pytest.raises(RuntimeError, match="MKL_CBWR"), numerics_mode("portable"):
         pass
@@ -91,5 +103,9 @@ def test_numerics_mode_restores_threads_and_onednn(monkeypatch):
     with numerics_mode("portable") as mode:
         assert torch.get_num_threads() == 1 and not torch.backends.mkldnn.enabled
         assert mode["threads"] == 1 and mode["onednn"] is False
+    assert torch.get_num_threads() == threads
+    assert torch.backends.mkldnn.enabled == onednn
+    with pytest.raises(KeyError), numerics_mode("portable"):  # restored after an error too
+        raise KeyError("x")
     assert torch.get_num_threads() == threads
     assert torch.backends.mkldnn.enabled == onednn

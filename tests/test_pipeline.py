@@ -236,6 +236,8 @@ def test_env_kwargs_cannot_override_what_has_an_option():
         with pytest.raises(ConfigError, match=f"use {option} instead"):
             JobConfig(env_kwargs={key: 1}).validate()
     assert JobConfig(env_kwargs={"bn_calib_size": 64}).validate().env_kwargs["bn_calib_size"] == 64
+    with pytest.raises(ConfigError, match="--base-numerics applies to the base models"):
+        JobConfig(model="x.py:make", base_numerics="portable").validate()
 
 
 def test_the_job_prepares_its_base_with_the_numerics_asked_for(monkeypatch):

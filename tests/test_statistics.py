@@ -8,21 +8,27 @@ from prune_pipeline.statistics import PairedDifference, paired_bootstrap, verdic
 
 def test_three_seeds_match_the_enumerated_bootstrap_by_hand():
     # differences 1, 2, 3: the 27 resamples have sums 3..9 with counts 1,3,6,7,6,3,1; sorted
-    # means: 1, 4/3 x3, 5/3 x6, 2 x7, 7/3 x6, 8/3 x3, 3. numpy's quantile at 0.025 sits at
-    # position 0.65 (between 1 and 4/3), at 0.975 at 25.35 (between 8/3 and 3).
+    # means: 1, 4/3 x3, 5/3 x6, 2 x7, 7/3 x6, 8/3 x3, 3. The inverted-cdf 0.025 quantile is the
+    # first mean whose cumulative share reaches 0.025 (1, share 1/27), the 0.975 one the first
+    # reaching 0.975 (3: 26/27 < 0.975).
     d = paired_bootstrap([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])
     assert d.method == "exact" and d.n == 3 and d.level == 0.95
     assert d.mean == pytest.approx(2.0)
-    assert d.low == pytest.approx(1 + 0.65 / 3)
-    assert d.high == pytest.approx(8 / 3 + 0.35 / 3)
+    assert d.low == pytest.approx(1.0)
+    assert d.high == pytest.approx(3.0)
+
+
+def test_one_losing_seed_is_not_outvoted():
+    d = paired_bootstrap([0.69, 0.80, 0.80], [0.70, 0.70, 0.70])  # -0.01, +0.10, +0.10
+    assert d.low == pytest.approx(-0.01) and d.high == pytest.approx(0.10)
+    assert verdict(d) == "not distinguishable"
 
 
 def test_the_difference_is_a_minus_b_and_pairs_by_position():
     d = paired_bootstrap([0.70, 0.60], [0.65, 0.50])  # differences 0.05, 0.10
     assert d.mean == pytest.approx(0.075)
     # 4 resamples: means 0.05, 0.075, 0.075, 0.10
-    assert d.low == pytest.approx(np.quantile([0.05, 0.075, 0.075, 0.10], 0.025))
-    assert d.high == pytest.approx(np.quantile([0.05, 0.075, 0.075, 0.10], 0.975))
+    assert d.low == pytest.approx(0.05) and d.high == pytest.approx(0.10)
     flipped = paired_bootstrap([0.65, 0.50], [0.70, 0.60])
     assert (flipped.mean, flipped.low, flipped.high) == pytest.approx((-d.mean, -d.high, -d.low))
     # unpaired order would give other differences (0.70-0.50, 0.60-0.65)

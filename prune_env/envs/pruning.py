@@ -315,8 +315,8 @@ class PruneEnv(gym.Env):
       False).
     - ``base_numerics``: how that training runs on the CPU: "default" (torch's kernels on all
       cores; the weights depend on the machine) or "portable" (one thread, oneDNN off, MKL's
-      reproducible mode, in a child process: the same weights on another x86 CPU from the
-      same seed, at about 2.3x the seconds; cached under its own name; see
+      reproducible mode, in a child process: the same weights from the same seed on the two
+      CPU models measured, at 2.3-2.9x the seconds; cached under its own name; see
       ``prune_env.numerics``). For studies that span sessions.
     - ``width_mult``: channel width multiplier of a registered architecture (1.0 is the paper's).
     - ``budget``: the largest resource fraction allowed, in (0, 1]. Default 0.1 (the paper's).
