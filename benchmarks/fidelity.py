@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from prune_env.numerics import state_digest
+from prune_env.numerics import NUMERICS, state_digest
 
 QUICK = {"width_mult": 0.25, "base_train_epochs": 3, "reward_size": 1000, "device": "cpu"}
 METRICS = ("accuracy", "neg_ce", "agreement", "neg_kl")
@@ -302,7 +302,7 @@ def main() -> None:
     parser.add_argument(
         "--base-numerics",
         default="default",
-        choices=["default", "portable"],
+        choices=list(NUMERICS),
         help="how the base is trained: 'portable' gives the same base on another machine "
         "(prune_env.numerics), so that a study can span sessions",
     )
