@@ -66,10 +66,10 @@ class PPOLagrangian(PPO):
     :param lambda_optimizer: ``torch.optim`` class name for "gradient" (default "SGD": plain
         projected gradient ascent; OmniSafe's "Adam" keeps a momentum that overshoots).
     :param lambda_optimism: extrapolation of optimistic gradient ascent for "gradient"
-        (default 3.0; 0.0: plain gradient ascent, which cycles on pruning; 1.0: the optimistic
+        (default 5.0; 0.0: plain gradient ascent, which cycles on pruning; 1.0: the optimistic
         ascent of ReLOAD, Moskovitz et al. 2023; ``agents.lagrange.GradientLagrange``).
     :param lambda_max: upper bound of lambda, or None (default None).
-    :param pid_kp: proportional gain for "pid" (default 0.1).
+    :param pid_kp: proportional gain for "pid" (default 0.2).
     :param pid_ki: integral gain for "pid" (default 0.05).
     :param pid_kd: derivative gain for "pid" (default 0.0).
     :param pid_d_delay: updates the derivative looks back for "pid" (default 10).

@@ -13,7 +13,11 @@ feasible episodes of committed searches. Each candidate is
   (accuracy, neg_ce, agreement, neg_kl), the same after k in ``--finetune-steps`` SGD steps
   (the paper's 32 and 128), and accuracy on every held-out image (``--large-reward-size``);
 - fine-tuned the way train.py fine-tunes (``--finetune-epochs`` over the whole training
-  split, same recipe and seed) and measured on the test split: the ground truth.
+  split, same recipe and seed) and measured on the test split: the ground truth;
+- with ``--long-finetune-epochs E``, the first ``--long-subset`` candidates of each budget
+  are also fine-tuned E epochs from the pruned network (the job's recipe with E epochs): a
+  second ground truth, against which the one-epoch accuracy and every variant are ranked
+  too (does one epoch already tell which candidate a longer fine-tune makes best?).
 
 Per variant: Kendall tau and Spearman correlation with the fine-tuned accuracy (scipy),
 top-5 overlap, and seconds per evaluation. Each candidate is one JSON in ``OUT/candidates/``
@@ -165,25 +169,26 @@ def score_candidate(job: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         row["variants"][name] = {"metrics": info["reward_metrics"], "seconds": seconds}
         row["cost"], row["kept"] = info["cost"], info["kept"]
-    if "finetuned_test_accuracy" in row:
-        return row
     env = _ENVS["today"]
-    net = env.pruned_network(ratios)
-    start = time.perf_counter()
     train, test = env.dataset_split("train"), env.dataset_split("test")
-    finetune_pruned(
-        net,
-        train,
-        env.data_info,
-        env.base_info["arch"],
-        job["finetune_epochs"],
-        0.01,
-        seed=0,
-        progress=False,
-    )
-    row["finetune_seconds"] = time.perf_counter() - start
-    row["finetuned_test_accuracy"] = split_accuracy(net, test, env.data_info)
-    row["threads"] = torch.get_num_threads()
+
+    def finetuned(epochs: int) -> tuple[float, float]:
+        # a fresh fine-tune from the pruned network, exactly as train.py's with `epochs`
+        net = env.pruned_network(ratios)
+        start = time.perf_counter()
+        arch = env.base_info["arch"]
+        finetune_pruned(net, train, env.data_info, arch, epochs, 0.01, seed=0, progress=False)
+        return time.perf_counter() - start, split_accuracy(net, test, env.data_info)
+
+    if "finetuned_test_accuracy" not in row:
+        row["finetune_seconds"], row["finetuned_test_accuracy"] = finetuned(job["finetune_epochs"])
+        row["threads"] = torch.get_num_threads()
+    long_epochs = job.get("long_finetune_epochs", 0)
+    if long_epochs and row.get("long_finetune", {}).get("epochs") != long_epochs:
+        seconds, accuracy = finetuned(long_epochs)
+        row["long_finetune"] = {"epochs": long_epochs, "test_accuracy": accuracy,
+                                "seconds": seconds}  # fmt: skip
+    row.pop("long_finetune_epochs", None)
     return row
 
 
@@ -220,6 +225,58 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def summarise_long(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The candidates that were also fine-tuned longer: how each variant, and the one-epoch
+    accuracy itself, rank them against the longer fine-tune (a second ground truth)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    subset = [r for r in rows if "long_finetune" in r]
+    epochs = {r["long_finetune"]["epochs"] for r in subset}
+    if len(subset) < 5 or len(epochs) != 1:
+        return None
+    truth = np.array([r["long_finetune"]["test_accuracy"] for r in subset])
+    one_epoch = np.array([r["finetuned_test_accuracy"] for r in subset])
+
+    def fidelity(score: np.ndarray) -> dict[str, float]:
+        return {
+            "kendall_tau": float(kendalltau(score, truth).statistic),
+            "spearman": float(spearmanr(score, truth).statistic),
+        }
+
+    out: dict[str, Any] = {
+        "candidates": len(subset),
+        "epochs": epochs.pop(),
+        "long_accuracy": {"min": truth.min(), "max": truth.max(), "mean": truth.mean()},
+        "seconds_per_finetune": float(np.mean([r["long_finetune"]["seconds"] for r in subset])),
+        "one_epoch_accuracy": {
+            **fidelity(one_epoch),
+            "gain_mean": float((truth - one_epoch).mean()),
+        },
+        "variants": {},
+    }
+    for variant in subset[0]["variants"]:
+        for metric in subset[0]["variants"][variant]["metrics"]:
+            score = np.array([r["variants"][variant]["metrics"][metric] for r in subset])
+            out["variants"][f"{variant}:{metric}"] = fidelity(score)
+    return out
+
+
+def long_lines(budget: float, s: dict[str, Any]) -> list[str]:
+    lines = [
+        f"#### budget {budget:g}, second ground truth: {s['candidates']} of the candidates "
+        f"fine-tuned {s['epochs']} epochs (test accuracy {s['long_accuracy']['min']:.3f} to "
+        f"{s['long_accuracy']['max']:.3f}, {s['seconds_per_finetune']:.0f} s each)",
+        "",
+        "| score | Kendall tau | Spearman |",
+        "|---|---|---|",
+        f"| the one-epoch fine-tuned accuracy | {s['one_epoch_accuracy']['kendall_tau']:.3f} | "
+        f"{s['one_epoch_accuracy']['spearman']:.3f} |",
+    ]
+    ranked = sorted(s["variants"].items(), key=lambda kv: -kv[1]["kendall_tau"])
+    lines += [f"| {k} | {v['kendall_tau']:.3f} | {v['spearman']:.3f} |" for k, v in ranked]
+    return [*lines, ""]
+
+
 def write_outputs(out: Path, rows: list[dict[str, Any]], budgets: list[float]) -> None:
     bases = {r.get("base", {}).get("sha1") for r in rows}
     if len(bases) > 1:
@@ -250,6 +307,10 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], budgets: list[float]) -
                 f"{v['chosen_finetuned_accuracy']:.3f} | {v['pick_of_20']:.3f} |"
             )
         lines.append("")
+        long = summarise_long(chosen)
+        if long is not None:
+            s["long_finetune"] = long
+            lines += long_lines(budget, long)
         plot(out / f"fidelity_b{budget:g}.png", chosen, budget)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "table.md").write_text("\n".join(lines) + "\n")
@@ -292,6 +353,14 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, nargs="*", default=[32, 128])
     parser.add_argument("--large-reward-size", type=int, default=4800)
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument(
+        "--long-finetune-epochs",
+        type=int,
+        default=0,
+        help="also fine-tune the first --long-subset candidates of each budget this many "
+        "epochs (a second ground truth); 0: none",
+    )
+    parser.add_argument("--long-subset", type=int, default=12)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
         "--extra-variants",
@@ -337,6 +406,8 @@ def main() -> None:
             cands += [("search", r) for r in logged]
         for i, (source, ratios) in enumerate(cands):
             name = f"b{budget:g}_{source}_{i:03d}"
+            # random candidates come first and are exchangeable: the first ones are a sample
+            long = args.long_finetune_epochs if i < args.long_subset else 0
             jobs.append(
                 {
                     "name": name,
@@ -344,6 +415,7 @@ def main() -> None:
                     "source": source,
                     "ratios": ratios,
                     "finetune_epochs": args.finetune_epochs,
+                    "long_finetune_epochs": long,
                     "base": identity,
                 }
             )
@@ -363,7 +435,9 @@ def main() -> None:
         path = out / "candidates" / f"{job['name']}.json"
         if path.is_file():
             existing = json.loads(path.read_text())
-            if set(variants) <= set(existing["variants"]):
+            long = job["long_finetune_epochs"]
+            long_done = not long or existing.get("long_finetune", {}).get("epochs") == long
+            if set(variants) <= set(existing["variants"]) and long_done:
                 continue
             job["existing"] = existing  # only its missing variants are scored
         todo.append(job)

@@ -58,3 +58,34 @@ def test_the_base_record_is_written_once_without_local_paths(tmp_path: Path):
     assert first["record"]["numerics"]["mode"] == "portable" and "source" not in first["record"]
     write_base_record(_env(1), base_identity(_env(1)), tmp_path)  # a resumed run keeps it
     assert json.loads((tmp_path / "base.json").read_text()) == first
+
+
+def _row(i: int, one: float, long: float | None, score: float, epochs: int = 5) -> dict:
+    row = {
+        "name": f"c{i}",
+        "finetuned_test_accuracy": one,
+        "variants": {"today": {"metrics": {"accuracy": score}}},
+    }
+    if long is not None:
+        row["long_finetune"] = {"epochs": epochs, "test_accuracy": long, "seconds": 2.0 * i}
+    return row
+
+
+def test_the_long_fine_tune_ranks_against_its_own_subset():
+    from benchmarks.fidelity import summarise_long
+
+    # one-epoch accuracy orders the six like the long one; the reward orders them backwards
+    # but for one swapped pair: 14 of 15 pairs discordant, tau = (1 - 14) / 15
+    long = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    score = [0.9, 0.8, 0.7, 0.6, 0.4, 0.5]
+    rows = [_row(i, a - 0.1, a, s) for i, (a, s) in enumerate(zip(long, score, strict=True))]
+    rows.append(_row(9, 0.99, None, 0.0))  # not in the subset: ignored
+    s = summarise_long(rows)
+    assert s["candidates"] == 6 and s["epochs"] == 5
+    assert s["one_epoch_accuracy"]["kendall_tau"] == pytest.approx(1.0)
+    assert s["one_epoch_accuracy"]["gain_mean"] == pytest.approx(0.1)
+    assert s["variants"]["today:accuracy"]["kendall_tau"] == pytest.approx(-13 / 15)
+    assert s["seconds_per_finetune"] == pytest.approx(5.0)  # 2 * mean(0..5)
+    assert summarise_long(rows[:4]) is None  # too few to rank
+    mixed = [*rows[:5], _row(5, 0.1, 0.2, 0.3, epochs=3)]
+    assert summarise_long(mixed) is None  # two lengths of fine-tune are not one truth

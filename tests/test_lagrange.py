@@ -50,7 +50,8 @@ def test_scaling_a_cost_and_its_limit_scales_lambda_inversely(kind):
         small.update(c)
         large.update(c * 250)
         # same controller trajectory: lambda * d agrees, lambda itself scales as 1 / d
-        assert small.value[0] * 0.1 == pytest.approx(large.value[0] * 25.0, rel=1e-5, abs=1e-7)
+        # (float32: a value clipped near 0 keeps rounding residue of order 1e-7)
+        assert small.value[0] * 0.1 == pytest.approx(large.value[0] * 25.0, rel=1e-5, abs=1e-6)
 
 
 def test_a_new_limit_keeps_lambda_rel_or_lambda():
