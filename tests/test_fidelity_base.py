@@ -89,3 +89,29 @@ def test_the_long_fine_tune_ranks_against_its_own_subset():
     assert summarise_long(rows[:4]) is None  # too few to rank
     mixed = [*rows[:5], _row(5, 0.1, 0.2, 0.3, epochs=3)]
     assert summarise_long(mixed) is None  # two lengths of fine-tune are not one truth
+
+
+def test_the_rerank_keeps_the_best_of_the_cheap_top_by_the_costly_variant(tmp_path: Path):
+    from benchmarks.fidelity import summarise
+
+    # exactly 20 candidates: every draw of 20 is all of them, so the result is by hand
+    cheap = [i / 20 for i in range(20)]  # the top 5 by today's reward: 15..19
+    costly = [0.0] * 20
+    costly[17], costly[3] = 0.9, 1.0  # 3 is the costly variant's best, but not in the top 5
+    truth = [0.1] * 20
+    truth[17], truth[3] = 0.7, 0.8
+    rows = [
+        {
+            "finetuned_test_accuracy": truth[i],
+            "variants": {
+                "today": {"metrics": {"accuracy": cheap[i]}, "seconds": 0.1},
+                "finetune128": {"metrics": {"accuracy": costly[i]}, "seconds": 1.0},
+            },
+        }
+        for i in range(20)
+    ]
+    s = summarise(rows)
+    assert s["rerank"]["top"] == 5
+    assert s["rerank"]["variants"]["finetune128:accuracy"] == pytest.approx(0.7)  # kept 17
+    assert s["variants"]["finetune128:accuracy"]["pick_of_20"] == pytest.approx(0.8)  # kept 3
+    assert s["variants"]["today:accuracy"]["pick_of_20"] == pytest.approx(0.1)  # kept 19
