@@ -400,6 +400,8 @@ def main() -> None:
     )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    if args.long_finetune_epochs < 0 or args.long_subset < 0:
+        parser.error("--long-finetune-epochs and --long-subset must be >= 0")
 
     out = Path(args.out)
     (out / "candidates").mkdir(parents=True, exist_ok=True)
