@@ -228,7 +228,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     cheap = np.array([r["variants"]["today"]["metrics"]["accuracy"] for r in rows])
     top = np.take_along_axis(draws, np.argsort(-cheap[draws], axis=1, kind="stable"), 1)
     top = top[:, :RERANK_TOP]
-    out["rerank"] = {"top": RERANK_TOP, "of": PICK_OF, "variants": {}}
+    # (with PICK_OF candidates or fewer every draw is all of them: the rerank is one choice)
+    out["rerank"] = {"top": RERANK_TOP, "of": min(PICK_OF, len(rows)), "variants": {}}
     for variant in rows[0]["variants"]:
         if variant == "today":
             continue
@@ -429,7 +430,7 @@ def main() -> None:
         for i, (source, ratios) in enumerate(cands):
             name = f"b{budget:g}_{source}_{i:03d}"
             # random candidates come first and are exchangeable: the first ones are a sample
-            long = args.long_finetune_epochs if i < args.long_subset else 0
+            long = args.long_finetune_epochs if source == "random" and i < args.long_subset else 0
             jobs.append(
                 {
                     "name": name,
