@@ -194,9 +194,17 @@ def score_candidate(job: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- summary
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def rank_agreement(score: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Kendall tau and Spearman correlation of a score with a ground truth (scipy)."""
     from scipy.stats import kendalltau, spearmanr
 
+    return {
+        "kendall_tau": float(kendalltau(score, truth).statistic),
+        "spearman": float(spearmanr(score, truth).statistic),
+    }
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     truth = np.array([r["finetuned_test_accuracy"] for r in rows])
     top_truth = set(np.argsort(-truth, kind="stable")[:5].tolist())
     # What a search keeps: the best-scored of 20 candidates, averaged over random draws of 20.
@@ -213,8 +221,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             top = set(np.argsort(-score, kind="stable")[:5].tolist())
             seconds = np.mean([r["variants"][variant]["seconds"] for r in rows])
             out["variants"][f"{variant}:{metric}"] = {
-                "kendall_tau": float(kendalltau(score, truth).statistic),
-                "spearman": float(spearmanr(score, truth).statistic),
+                **rank_agreement(score, truth),
                 "top5_overlap": len(top & top_truth),
                 "seconds_per_evaluation": float(seconds),
                 # the candidate this reward would keep, and what it reached after fine-tuning
@@ -242,8 +249,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def summarise_long(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The candidates that were also fine-tuned longer: how each variant, and the one-epoch
     accuracy itself, rank them against the longer fine-tune (a second ground truth)."""
-    from scipy.stats import kendalltau, spearmanr
-
     subset = [r for r in rows if "long_finetune" in r]
     epochs = {r["long_finetune"]["epochs"] for r in subset}
     if len(subset) < 5 or len(epochs) != 1:
@@ -251,19 +256,13 @@ def summarise_long(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     truth = np.array([r["long_finetune"]["test_accuracy"] for r in subset])
     one_epoch = np.array([r["finetuned_test_accuracy"] for r in subset])
 
-    def fidelity(score: np.ndarray) -> dict[str, float]:
-        return {
-            "kendall_tau": float(kendalltau(score, truth).statistic),
-            "spearman": float(spearmanr(score, truth).statistic),
-        }
-
     out: dict[str, Any] = {
         "candidates": len(subset),
         "epochs": epochs.pop(),
         "long_accuracy": {"min": truth.min(), "max": truth.max(), "mean": truth.mean()},
         "seconds_per_finetune": float(np.mean([r["long_finetune"]["seconds"] for r in subset])),
         "one_epoch_accuracy": {
-            **fidelity(one_epoch),
+            **rank_agreement(one_epoch, truth),
             "gain_mean": float((truth - one_epoch).mean()),
         },
         "variants": {},
@@ -271,7 +270,7 @@ def summarise_long(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     for variant in subset[0]["variants"]:
         for metric in subset[0]["variants"][variant]["metrics"]:
             score = np.array([r["variants"][variant]["metrics"][metric] for r in subset])
-            out["variants"][f"{variant}:{metric}"] = fidelity(score)
+            out["variants"][f"{variant}:{metric}"] = rank_agreement(score, truth)
     return out
 
 
