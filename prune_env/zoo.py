@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -77,6 +78,9 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+TRAINING_STATE_FORMAT = "prune_env.training_state/1"
+
+
 def train_model(
     model: nn.Module,
     train: Split,
@@ -90,7 +94,39 @@ def train_model(
     """Train ``model`` in place on its device with ``recipe``; returns seconds spent.
 
     ``after_step`` runs after every optimiser step (fine-tuning uses it to keep pruned weights
-    at zero).
+    at zero). ``train_model_logged`` is the same loop with a per-epoch log and resuming.
+    """
+    seconds, _ = train_model_logged(
+        model, train, info, recipe, seed, progress, description, after_step
+    )
+    return seconds
+
+
+def train_model_logged(
+    model: nn.Module,
+    train: Split,
+    info: DatasetInfo,
+    recipe: Recipe,
+    seed: int = 0,
+    progress: bool = True,
+    description: str = "training",
+    after_step: Callable[[], None] | None = None,
+    state_file: str | os.PathLike | None = None,
+    evaluate: Callable[[nn.Module], float] | None = None,
+    identity: dict[str, Any] | None = None,
+) -> tuple[float, list[dict[str, Any]]]:
+    """``train_model`` that also returns a log of every epoch (``epoch``, mean ``train_loss``,
+    ``test_accuracy`` when ``evaluate`` is given, cumulative ``seconds``) and can be resumed.
+
+    With ``state_file``, everything the loop needs to go on (weights, optimiser and schedule,
+    the shuffling generator, torch's global RNG, the log) is written there atomically after
+    every epoch; a later call with the same file, ``recipe``, ``seed``, number of images and
+    ``identity`` (what else must match, e.g. a digest of the images) continues after the last
+    finished epoch and ends with the same weights, bit for bit, as an uninterrupted run under
+    the same numerics. A state that does not match is not used (a warning says why). The file
+    is left in place: the caller deletes it once the result is stored.
+    ``evaluate(model)`` runs in eval mode at the end of every epoch (base training passes the
+    test accuracy, so the record shows whether the schedule had converged).
     """
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -109,11 +145,36 @@ def train_model(
         opt, max_lr=recipe.lr, total_steps=total, pct_start=0.15, anneal_strategy="cos"
     )
     loss_fn = nn.CrossEntropyLoss()
+    fingerprint = {
+        "recipe": asdict(recipe),
+        "seed": seed,
+        "images": len(labels),
+        "identity": identity or {},
+    }
+    log: list[dict[str, Any]] = []
+    done_seconds, first_epoch = 0.0, 0
+    if state_file is not None:
+        state = _read_training_state(Path(state_file), fingerprint)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            log, done_seconds = list(state["log"]), float(state["seconds"])
+            first_epoch = int(state["epoch"])
     start = time.perf_counter()
-    bar = tqdm(total=total, desc=description, disable=not progress, unit="step")
+    bar = tqdm(
+        total=total,
+        initial=first_epoch * steps_per_epoch,
+        desc=description,
+        disable=not progress,
+        unit="step",
+    )
     model.train()
-    for _ in range(recipe.epochs):
+    for epoch in range(first_epoch, recipe.epochs):
         order = torch.randperm(len(labels), generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
         for step in range(steps_per_epoch):
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             batch = images[idx]
@@ -126,12 +187,61 @@ def train_model(
             sched.step()
             if after_step is not None:
                 after_step()
+            loss_sum += loss.detach()
             bar.update()
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+        entry: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": round(float(loss_sum) / steps_per_epoch, 5),
+        }
+        if evaluate is not None:
+            model.eval()
+            entry["test_accuracy"] = float(evaluate(model))
+            model.train()
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", test=f"{entry['test_accuracy']:.4f}")
+        entry["seconds"] = round(done_seconds + time.perf_counter() - start, 1)
+        log.append(entry)
+        if state_file is not None:
+            atomic_torch_save(
+                {
+                    "format": TRAINING_STATE_FORMAT,
+                    "fingerprint": fingerprint,
+                    "epoch": epoch + 1,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "seconds": entry["seconds"],
+                    "log": log,
+                },
+                state_file,
+            )
     bar.close()
     model.eval()
-    return time.perf_counter() - start
+    return done_seconds + time.perf_counter() - start, log
+
+
+def _read_training_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The resumable state in ``path`` if it belongs to this training run, else None."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn or foreign file: start over rather than fail
+        warnings.warn(f"training state {path} is unreadable ({exc}); training from the start")
+        return None
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+        warnings.warn(f"{path} is not a {TRAINING_STATE_FORMAT} file; training from the start")
+        return None
+    if state["fingerprint"] != fingerprint:
+        warnings.warn(
+            f"training state {path} belongs to another run (recipe, seed, data or numerics "
+            f"differ); training from the start"
+        )
+        return None
+    return state
 
 
 def split_accuracy(model: nn.Module, test: Split, info: DatasetInfo) -> float:
@@ -376,12 +486,31 @@ def train_base_model(
     (``heldout_indices``), under ``numerics`` (``prune_env.numerics.numerics_mode``), then
     write it with its record to the checkpoint ``path`` atomically; returns the record
     (``source`` is ``path``, ``heldout`` the held-out rule, ``numerics`` the mode and machine,
-    ``weights_sha1`` and ``train_images_sha1`` digests of the result and of its input)."""
+    ``weights_sha1`` and ``train_images_sha1`` digests of the result and of its input,
+    ``history`` the per-epoch log of ``train_model_logged`` with the test accuracy after
+    every epoch when ``test`` is given).
+
+    Resumable: the state after each epoch is kept in ``training_state_path(path)`` until the
+    checkpoint is written, so a run stopped mid-way goes on from its last finished epoch.
+    """
     heldout = heldout_indices(len(train))
     seen = torch.from_numpy(np.setdiff1d(np.arange(len(train)), heldout))
     subset = Split(train.images[seen], train.labels[seen], train.classes)
+    images_sha1 = tensor_digest(subset.images)
+    state_file = training_state_path(path)
     with numerics_mode(numerics) as mode:
-        seconds = train_model(model, subset, info, recipe, seed, progress, description=description)
+        seconds, log = train_model_logged(
+            model,
+            subset,
+            info,
+            recipe,
+            seed,
+            progress,
+            description=description,
+            state_file=state_file,
+            evaluate=None if test is None else (lambda m: split_accuracy(m, test, info)),
+            identity={"train_images_sha1": images_sha1, "numerics": numerics},
+        )
     meta = {
         "format": CHECKPOINT_FORMAT,
         **(record or {}),
@@ -397,13 +526,21 @@ def train_base_model(
         },
         "numerics": mode,
         "weights_sha1": state_digest(model),
-        "train_images_sha1": tensor_digest(subset.images),
+        "train_images_sha1": images_sha1,
+        "history": log,
     }
     if test is not None:
-        meta["test_accuracy"] = split_accuracy(model, test, info)
+        meta["test_accuracy"] = log[-1]["test_accuracy"]
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save({**meta, "state_dict": state}, path)
+    state_file.unlink(missing_ok=True)  # the checkpoint now holds everything it had
     return {"source": str(path), **meta}
+
+
+def training_state_path(checkpoint: Path) -> Path:
+    """Where base training keeps its per-epoch state until ``checkpoint`` is written: an
+    interrupted run (a closed session, a killed process) goes on from its last epoch."""
+    return checkpoint.with_name(checkpoint.stem + ".partial.pt")
 
 
 def arch_split(
