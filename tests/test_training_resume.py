@@ -95,7 +95,9 @@ def test_a_state_of_another_run_is_not_resumed(data, tmp_path):
     assert state_digest(other) == state_digest(reference)
     state.write_bytes(b"torn")
     with pytest.warns(UserWarning, match="unreadable"):
-        train_model_logged(_fresh(), train, info, one_epoch, seed=1, progress=False, state_file=state)
+        train_model_logged(
+            _fresh(), train, info, one_epoch, seed=1, progress=False, state_file=state
+        )
 
 
 def test_base_training_records_each_epoch_and_cleans_up_its_state(data, home, monkeypatch):
