@@ -230,10 +230,14 @@ def _read_training_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, A
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a torn or foreign file: start over rather than fail
-        warnings.warn(f"training state {path} is unreadable ({exc}); training from the start", stacklevel=3)
+        warnings.warn(
+            f"training state {path} is unreadable ({exc}); training from the start", stacklevel=3
+        )
         return None
     if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
-        warnings.warn(f"{path} is not a {TRAINING_STATE_FORMAT} file; training from the start", stacklevel=3)
+        warnings.warn(
+            f"{path} is not a {TRAINING_STATE_FORMAT} file; training from the start", stacklevel=3
+        )
         return None
     if state["fingerprint"] != fingerprint:
         warnings.warn(
