@@ -20,7 +20,11 @@ fine-tuning). Writes into ``--out``:
 ``--latency`` measures every pruned network's CPU latency again in this one process, rounds
 interleaved across networks, so that no row's latency is taken while another job loads the
 machine (the sweep's own measurements are kept in rows.json as ``latency_ms_sweep``).
-Cells built on different base models are refused: a table compares methods on one base model.
+Cells built with different base recipes are refused. Cells of one recipe may come from base
+models trained in different sessions (with default numerics a base is the machine's own):
+every method of a cell is pruned from that cell's base and the comparison is paired by seed,
+so a base's own accuracy is a per-seed effect; the tables give each method's drop from its
+own base beside its accuracy, and the bases' accuracies.
 """
 
 from __future__ import annotations
@@ -85,12 +89,13 @@ def load_cell(folder: Path) -> dict[str, Any]:
         "cost": cfg.get("cost", "params"),
         "budget": cfg["budget"],
         "seed": cfg["seed"],
-        "base_key": (
-            # configs written before base_numerics existed trained with the default numerics
-            *tuple(cfg.get(k, "default" if k == "base_numerics" else None) for k in BASE_KEYS),
-            report["base"]["test_accuracy"],
-            report["base"].get("weights_sha1"),  # older reports have none
+        # configs written before base_numerics existed trained with the default numerics
+        "base_key": tuple(
+            cfg.get(k, "default" if k == "base_numerics" else None) for k in BASE_KEYS
         ),
+        "base": (report["base"]["test_accuracy"], report["base"].get("weights_sha1")),
+        # env steps of one episode (one per decision unit): the first episode ends there
+        "steps_per_episode": next(iter(curves.values()))[0][0] if curves else None,
     }
 
 
@@ -110,6 +115,7 @@ def cell_rows(cell: dict[str, Any]) -> list[dict[str, Any]]:
                 "seed": cell["seed"],
                 "method": method,
                 "base_test_accuracy": report["base"]["test_accuracy"],
+                "base_weights_sha1": report["base"].get("weights_sha1"),
                 "base_latency_ms_sweep": report["base"]["latency_ms"],
                 "reward_accuracy": row.get("reward_accuracy"),
                 "test_accuracy_before_finetune": row.get("test_accuracy_before_finetune"),
@@ -120,6 +126,9 @@ def cell_rows(cell: dict[str, Any]) -> list[dict[str, Any]]:
                 "feasible": row.get("feasible"),
                 "search_s": row.get("search_s"),
                 "env_steps": row.get("env_steps"),
+                "images_evaluated": row.get("images_evaluated"),
+                "steps_per_episode": cell["steps_per_episode"],
+                "reward_size": cfg.get("reward_size"),
                 "finetune_epochs": cfg["finetune_epochs"],
                 "keep_ratios": row.get("keep_ratios"),
             }
@@ -174,12 +183,14 @@ def summary(rows: list[dict[str, Any]]) -> str:
         "seeds",
         "test acc before FT %",
         "test acc after FT %",
+        "drop from base (points)",
         "params kept",
         "FLOPs kept",
         "latency ms (b64, CPU)",
         "feasible",
         "search s",
         "env steps",
+        "images evaluated",
     ]
     latency_key = "latency_ms" if any("latency_ms" in r for r in rows) else "latency_ms_sweep"
     out = []
@@ -188,9 +199,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
         base_latency = base.get("base_latency_ms", base["base_latency_ms_sweep"])
         out.append(
             f"### {granularity} granularity, {cost} budget {budget:g}\n\n"
-            f"Base model: test accuracy {100 * base['base_test_accuracy']:.2f}%, latency "
-            f"{base_latency:.2f} ms; fine-tuning {base['finetune_epochs']} epoch(s) for every "
-            "method.\n"
+            f"{base_text(group)}, latency {base_latency:.2f} ms; fine-tuning "
+            f"{base['finetune_epochs']} epoch(s) for every method.\n"
         )
         table = []
         methods = sorted({r["method"] for r in group}, key=_method_rank)
@@ -202,19 +212,80 @@ def summary(rows: list[dict[str, Any]]) -> str:
                     len(rs),
                     mean_std([r["test_accuracy_before_finetune"] for r in rs], ".2f", 100),
                     mean_std([r["test_accuracy"] for r in rs], ".2f", 100),
+                    mean_std([_drop(r) for r in rs], "+.2f", 100),
                     mean_std([r["params_kept"] for r in rs], ".4f"),
                     mean_std([r["flops_kept"] for r in rs], ".4f"),
                     mean_std([r.get(latency_key) for r in rs], ".2f"),
                     f"{sum(bool(r['feasible']) for r in rs)}/{len(rs)}",
                     mean_std([r["search_s"] for r in rs], ".0f"),
                     mean_std([r["env_steps"] for r in rs], ".0f"),
+                    mean_std([r.get("images_evaluated") for r in rs], ".3g"),
                 ]
             )
         out.append(markdown_table(headers, table) + "\n")
+        paper = paper_protocol_text(group)
+        if paper:
+            out.append(paper + "\n")
         verdict_line = comparison_text(compare_candidate(group))
         if verdict_line:
             out.append(verdict_line + "\n")
     return "\n".join(out)
+
+
+def _drop(row: dict[str, Any]) -> float | None:
+    """Fine-tuned test accuracy minus the accuracy of the row's own base model."""
+    if row["test_accuracy"] is None:
+        return None
+    return row["test_accuracy"] - row["base_test_accuracy"]
+
+
+def base_text(group: list[dict[str, Any]]) -> str:
+    """The base model(s) a group of rows was pruned from: one, or one per cell's session."""
+    bases = {(r["base_weights_sha1"], r["base_test_accuracy"]) for r in group}
+    if len(bases) == 1:
+        return f"Base model: test accuracy {100 * group[0]['base_test_accuracy']:.2f}%"
+    accs = [100 * a for _, a in sorted(bases, key=repr)]
+    return (
+        f"Base models: {len(bases)} (same recipe, trained in the sessions that ran the cells; "
+        f"every method of a seed is pruned from that seed's base), test accuracy "
+        f"{np.mean(accs):.2f} ± {np.std(accs):.2f}% ({min(accs):.2f}-{max(accs):.2f})"
+    )
+
+
+# The paper's search protocol (Malik et al. 2022): 40,000 env steps, every episode's candidate
+# scored on 20,000 reward images after 0, 32 or 128 fine-tuning steps.
+PAPER_STEPS, PAPER_REWARD_IMAGES, PAPER_FINETUNE_STEPS = 40_000, 20_000, (0, 32, 128)
+PAPER_FINETUNE_BATCH = 128  # not stated in the paper: this package's fine-tuning batch
+
+
+def paper_protocol(steps_per_episode: int) -> dict[int, int]:
+    """Images the paper's search protocol runs on a network of ``steps_per_episode`` decision
+    units, per number of fine-tuning steps (every episode evaluated, no cache)."""
+    episodes = PAPER_STEPS // steps_per_episode
+    return {
+        k: episodes * (PAPER_REWARD_IMAGES + k * PAPER_FINETUNE_BATCH) for k in PAPER_FINETUNE_STEPS
+    }
+
+
+def paper_protocol_text(group: list[dict[str, Any]], candidate: str = CANDIDATE) -> str:
+    mine = [r for r in group if r["method"] == candidate and r.get("images_evaluated")]
+    if not mine or not mine[0].get("steps_per_episode"):
+        return ""
+    images = float(np.mean([r["images_evaluated"] for r in mine]))
+    per_image = float(np.mean([r["search_s"] / r["images_evaluated"] for r in mine]))
+    paper = paper_protocol(int(mine[0]["steps_per_episode"]))
+    parts = [
+        f"{k} fine-tuning steps {n:.3g} images ({n / images:.0f}x; ~{n * per_image / 3600:.1f} h "
+        f"here at {candidate}'s seconds per image)"
+        for k, n in paper.items()
+    ]
+    return (
+        f"Search compute: {candidate} ran {images:.3g} images in "
+        f"{np.mean([r['search_s'] for r in mine]):.0f} s on average; the paper's protocol "
+        f"({PAPER_STEPS:,} steps, {PAPER_REWARD_IMAGES:,} reward images per episode) on this "
+        f"network: " + "; ".join(parts) + " (fine-tuning images counted as forward ones: "
+        "the hours are a lower bound)."
+    )
 
 
 def cell_groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str, float], list[dict[str, Any]]]:
@@ -343,10 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     if not folders:
         raise SystemExit(f"error: no finished cell (a folder with 'done') in {args.sweep}")
     cells = [load_cell(p) for p in folders]
-    bases = {c["base_key"] for c in cells}
-    if len(bases) > 1:
-        listed = sorted(bases, key=repr)  # older reports hold None where newer ones hold text
-        raise SystemExit(f"error: cells use {len(bases)} different base models: {listed}")
+    # Cells may come from base models trained in different sessions (a converged base takes
+    # too long to retrain each session under portable numerics), but never from different
+    # recipes: each cell pairs its methods on its own base, and the comparison is per seed.
+    recipes = {c["base_key"] for c in cells}
+    if len(recipes) > 1:
+        listed = sorted(recipes, key=repr)  # older configs hold None where newer ones hold text
+        raise SystemExit(f"error: cells use {len(recipes)} different base recipes: {listed}")
     rows = [r for c in cells for r in cell_rows(c)]
     if args.latency:
         remeasure_latency(cells, rows, args.rounds)

@@ -116,12 +116,14 @@ def compare(run: RunFolder, cfg: JobConfig, task: Task, methods: list[str], prog
             "feasible": own["constraint_satisfied"],
             "search_s": report["search"]["wall_time"],
             "env_steps": report["search"]["env_steps"],
+            "images_evaluated": report["search"].get("images_evaluated"),
             "keep_ratios": own["keep_ratios"],
         }
     ]
     weight = cfg.granularity == "weight"
     for method in methods:
         start = time.perf_counter()
+        images_before = task.mdp.cache_info()["images"]
         result = registry.run(
             method,
             task.env,
@@ -130,6 +132,9 @@ def compare(run: RunFolder, cfg: JobConfig, task: Task, methods: list[str], prog
             **_agent_kwargs(cfg, method),
         )
         search_s = time.perf_counter() - start
+        # the env's cache is shared by the methods compared: a candidate an earlier method
+        # scored costs a later one nothing (its seconds and images show it)
+        images = task.mdp.cache_info()["images"] - images_before
         # Every method's search, for learning curves beside the run's own episodes.jsonl.
         lines = "".join(json.dumps(e.to_dict()) + "\n" for e in result.episodes)
         run.write_text(f"compare_episodes/{method}.jsonl", lines)
@@ -142,6 +147,7 @@ def compare(run: RunFolder, cfg: JobConfig, task: Task, methods: list[str], prog
                     "feasible": False,
                     "search_s": search_s,
                     "env_steps": result.env_steps,
+                    "images_evaluated": images,
                 }
             )
             continue
@@ -162,6 +168,7 @@ def compare(run: RunFolder, cfg: JobConfig, task: Task, methods: list[str], prog
                 "feasible": True,
                 "search_s": search_s,
                 "env_steps": result.env_steps,
+                "images_evaluated": images,
                 "keep_ratios": best.keep_ratios,
             }
         )

@@ -166,6 +166,17 @@ def search(
     lambda_history: list = state.get("lambda_history", [])
     stages = state.get("stages", {})
     n_envs = n_envs if is_rl else 1
+    # Images run to score candidates: counted by the env itself, so only with one env copy
+    # in this process (copies in sub-processes keep their own counts).
+    images_at_start = task.mdp.cache_info()["images"] if n_envs == 1 else None
+    # a checkpoint written before the count existed: the resumed search's total is unknown
+    prior_images = state.get("images_evaluated", None if state else 0)
+
+    def images_evaluated() -> int | None:
+        if images_at_start is None or prior_images is None:
+            return None
+        return int(prior_images + task.mdp.cache_info()["images"] - images_at_start)
+
     kwargs = dict(agent_kwargs)
     if is_rl:
         kwargs["tensorboard_log"] = str(run.file("tb"))
@@ -202,6 +213,7 @@ def search(
                 # the episode each env copy is in the middle of (a rollout ends anywhere)
                 "episode_states": model.get_env().env_method("get_episode_state"),
                 "wall": prior_wall + time.perf_counter() - t0,
+                "images_evaluated": images_evaluated(),
                 "episodes": all_episodes(),
                 "lambda_history": _merged(lambda_history, monitor.lambda_history),
                 "stages": stages,
@@ -286,6 +298,9 @@ def search(
         "first_feasible_step": feasible[0]["env_steps"] if feasible else None,
         "best_feasible_reward": max((e["reward"] for e in feasible), default=None),
         "wall_time": prior_wall + time.perf_counter() - t0,
+        # reward, calibration and fine-tuning images of uncached evaluations (None: counted
+        # in env copies of other processes)
+        "images_evaluated": images_evaluated(),
         "resumes": int(state.get("resumes", 0)),
     }
     return SearchResult(agent, episodes, summary, _merged(lambda_history, monitor.lambda_history))

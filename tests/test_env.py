@@ -241,16 +241,20 @@ def test_cache_hit_equals_fresh_evaluation():
     u = env.unwrapped
     ratios = u.snap(np.linspace(0.3, 0.8, u.n_layers))  # exactly kept / size
     fresh = u.evaluate(ratios)
-    assert fresh["cache_hit"] is False and u.cache_info() == {"hits": 0, "misses": 1, "size": 1}
+    # images run: 64 reward + 32 calibration + 3 fine-tuning steps of 8 (TINY's splits)
+    assert (len(u.reward_y), len(u.calib_x)) == (64, 32)
+    assert fresh["cache_hit"] is False
+    assert u.cache_info() == {"hits": 0, "misses": 1, "size": 1, "images": 64 + 32 + 3 * 8}
     nearby = ratios + 0.001  # rounds to the same channel counts
     hit = u.evaluate(nearby)
     assert hit["cache_hit"] is True and u.cache_info()["hits"] == 1
+    assert u.cache_info()["images"] == 120  # a cache hit runs no network
     assert hit["actions"] == pytest.approx(nearby.tolist())
     for key in ("accuracy", "cost", "costs", "kept", "params", "flops", "constraint_satisfied"):
         assert hit[key] == fresh[key]
     uncached = make(cache_size=0, **kwargs).unwrapped  # a fresh env, no cache at all
     assert uncached.evaluate(nearby)["accuracy"] == fresh["accuracy"]
-    assert uncached.cache_info() == {"hits": 0, "misses": 1, "size": 0}
+    assert uncached.cache_info() == {"hits": 0, "misses": 1, "size": 0, "images": 120}
 
 
 def test_cache_is_bounded_and_keyed_by_ranking():

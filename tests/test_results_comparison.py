@@ -72,3 +72,29 @@ def test_the_best_other_method_covers_the_candidates_seeds():
     ]
     result = compare_candidate(group)
     assert result["best_other"] == "uniform" and result["seeds"] == [0, 1, 2]
+
+
+def test_the_papers_search_protocol_in_images_for_a_network():
+    from benchmarks.results_table import paper_protocol
+
+    # VGG16 has 13 decision units: 40,000 // 13 = 3076 episodes of 20,000 reward images,
+    # plus 32 or 128 fine-tuning steps of 128 images each
+    assert paper_protocol(13) == {
+        0: 3076 * 20_000,
+        32: 3076 * (20_000 + 32 * 128),
+        128: 3076 * (20_000 + 128 * 128),
+    }
+
+
+def test_rows_from_bases_of_several_sessions_report_each_drop_from_its_own_base():
+    from benchmarks.results_table import _drop, base_text
+
+    group = [
+        {"base_weights_sha1": "a", "base_test_accuracy": 0.80, "test_accuracy": 0.75},
+        {"base_weights_sha1": "b", "base_test_accuracy": 0.84, "test_accuracy": 0.83},
+    ]
+    assert [_drop(r) for r in group] == pytest.approx([-0.05, -0.01])
+    text = base_text(group)
+    assert text.startswith("Base models: 2") and "82.00 ± 2.00%" in text
+    assert base_text(group[:1]) == "Base model: test accuracy 80.00%"
+    assert _drop({"test_accuracy": None, "base_test_accuracy": 0.8}) is None

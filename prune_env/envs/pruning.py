@@ -603,6 +603,9 @@ class PruneEnv(gym.Env):
         self._ranking_version = 0
         self._cache: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
         self.cache_hits = self.cache_misses = 0
+        # every image a network was run on to score candidates (reward, calibration and
+        # fine-tuning images of uncached evaluations): the search's compute, in images
+        self.images_evaluated = 0
         self.last_evaluation: dict[str, Any] | None = None  # timing and cache hit of the last step
         self.best_feasible_accuracy = -np.inf
 
@@ -1000,10 +1003,20 @@ class PruneEnv(gym.Env):
             self.finetune_lr,
             masks=masks,
         )
+        # prune_env.evaluation.finetune's batch: at least two, at most the pool
+        batch = max(2, min(self.finetune_batch_size, len(self.pool_y)))
+        self.images_evaluated += self.finetune_steps * batch
 
     def cache_info(self) -> dict[str, int]:
-        """Hits, misses and size of the evaluation cache (keyed by kept channels per layer)."""
-        return {"hits": self.cache_hits, "misses": self.cache_misses, "size": len(self._cache)}
+        """Hits, misses and size of the evaluation cache (keyed by kept channels per layer),
+        and ``images``: every image a network has been run on to score candidates so far
+        (reward, BatchNorm calibration and fine-tuning images of uncached evaluations)."""
+        return {
+            "hits": self.cache_hits,
+            "misses": self.cache_misses,
+            "size": len(self._cache),
+            "images": self.images_evaluated,
+        }
 
     def evaluate(self, ratios: Sequence[float]) -> dict[str, Any]:
         """Prune to ``ratios``, re-calibrate, fine-tune, measure: the last step's info dict.
@@ -1051,6 +1064,7 @@ class PruneEnv(gym.Env):
         has_bn = has_batchnorm(net)
         if self.bn_recalibrate == "calib" and has_bn:
             recalibrate_batchnorm(net, self.calib_x)
+            self.images_evaluated += len(self.calib_x)
         timing["bn_recalibration"] = time.perf_counter() - t
         t = time.perf_counter()
         self._finetune_steps(net, counts)
@@ -1085,6 +1099,7 @@ class PruneEnv(gym.Env):
             self._base_log_probs[:n],
         )
         acc = metrics["accuracy"]
+        self.images_evaluated += int(seen)
         timing["evaluation"] = time.perf_counter() - t
         timing["total"] = time.perf_counter() - start
         satisfied = all(within_budget(costs[s.name], s.budget) for s in self.specs)
