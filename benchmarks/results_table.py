@@ -2,10 +2,13 @@
 
     python benchmarks/results_table.py runs/reproduce_cpu \\
         --out benchmarks/results/reproduce_vgg16_cpu --latency
+    python benchmarks/results_table.py --out benchmarks/results/reproduce_vgg16_cpu
 
-Reads every finished cell folder (``<env>_<granularity>_b<budget>_s<seed>/done``): the ppo_lag
-run's report.json, config.json and episodes.jsonl, and its compare.json and
-compare_episodes/*.jsonl (the other methods, same base model, budget, search steps and
+Reads every finished cell folder of the sweep and every cell committed in ``OUT/cells/``
+by an earlier session (the second form rebuilds the tables from those alone). A sweep cell
+folder (``<env>_<granularity>_b<budget>_s<seed>/done``) gives the ppo_lag run's report.json,
+config.json and episodes.jsonl, and its compare.json and compare_episodes/*.jsonl (the
+other methods, same base model, budget, search steps and
 fine-tuning). Writes into ``--out``:
 
 - ``rows.csv`` / ``rows.json``: one row per cell and method (every seed);
@@ -77,9 +80,30 @@ def load_cell(folder: Path) -> dict[str, Any]:
         episodes = read_jsonl(path)
         if len(episodes) > 1:  # one-shot methods (uniform, magnitude) have no search curve
             curves[path.stem] = curve(episodes)
+    return _cell(folder.name, run, report, config, compare, curves)
+
+
+def load_committed_cell(folder: Path) -> dict[str, Any]:
+    """A cell from the small files ``copy_small_files`` committed (``OUT/cells/<cell>/``):
+    what an earlier session finished, read back without its run folder."""
+    report = json.loads((folder / "report.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    compare = json.loads((folder / "compare.json").read_text())
+    curves = json.loads(gzip.decompress((folder / "curves.json.gz").read_bytes()))
+    return _cell(folder.name, folder, report, config, compare, curves)
+
+
+def _cell(
+    name: str,
+    run: Path,
+    report: dict[str, Any],
+    config: dict[str, Any],
+    compare: list[dict[str, Any]],
+    curves: dict[str, list],
+) -> dict[str, Any]:
     cfg = config["config"]
     return {
-        "name": folder.name,
+        "name": name,
         "run": run,
         "report": report,
         "config": config,
@@ -173,7 +197,8 @@ def mean_std(values: list[Any], fmt: str, scale: float = 1.0) -> str:
     xs = [v * scale for v in values if v is not None]
     if not xs:
         return "n/a"
-    text = f"{np.mean(xs):{fmt}} ± {np.std(xs):{fmt}}" if len(xs) > 1 else f"{xs[0]:{fmt}}"
+    spread = fmt.replace("+", "")  # a signed mean, an unsigned spread
+    text = f"{np.mean(xs):{fmt}} ± {np.std(xs):{spread}}" if len(xs) > 1 else f"{xs[0]:{fmt}}"
     return text + (f" ({len(values) - len(xs)} n/a)" if len(xs) < len(values) else "")
 
 
@@ -396,6 +421,8 @@ def plots(cells: list[dict[str, Any]], out: Path) -> None:
 
 def copy_small_files(cell: dict[str, Any], out: Path) -> None:
     folder = out / "cells" / cell["name"]
+    if Path(cell["run"]).resolve() == folder.resolve():
+        return  # read back from the committed files: nothing new to copy
     for name in ("report.json", "config.json", "compare.json", "compare.md"):
         atomic_write_bytes((cell["run"] / name).read_bytes(), folder / name)
     atomic_write_bytes(
@@ -405,15 +432,46 @@ def copy_small_files(cell: dict[str, Any], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep", type=Path, help="the OUT folder of benchmarks/reproduce_cpu.sh")
-    parser.add_argument("--out", type=Path, required=True, help="where tables and plots go")
+    parser.add_argument(
+        "sweep",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="the OUT folder of benchmarks/reproduce_cpu.sh (leave out to rebuild the tables "
+        "from the cells already committed in --out)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="where tables and plots go; its cells/ (what earlier sessions committed) are read "
+        "too, so that a sweep spread over sessions gives one table",
+    )
     parser.add_argument("--latency", action="store_true", help="time every network again here")
     parser.add_argument("--rounds", type=int, default=8, help="interleaved latency rounds")
     args = parser.parse_args(argv)
-    folders = sorted(p for p in args.sweep.iterdir() if (p / "done").exists())
-    if not folders:
-        raise SystemExit(f"error: no finished cell (a folder with 'done') in {args.sweep}")
+    folders = []
+    if args.sweep is not None:
+        folders = sorted(p for p in args.sweep.iterdir() if (p / "done").exists())
     cells = [load_cell(p) for p in folders]
+    fresh = {c["name"] for c in cells}
+    committed = args.out / "cells"
+    if committed.is_dir():
+        cells += [
+            load_committed_cell(p)
+            for p in sorted(committed.iterdir())
+            if p.name not in fresh and (p / "compare.json").is_file()
+        ]
+    if not cells:
+        raise SystemExit(
+            f"error: no finished cell (a folder with 'done') in {args.sweep} and none "
+            f"committed in {committed}"
+        )
+    if args.latency and len(cells) > len(folders):
+        raise SystemExit(
+            "error: --latency times every network again here, but some cells were read back "
+            "from committed files (their base models are not on this machine)"
+        )
     # Cells may come from base models trained in different sessions (a converged base takes
     # too long to retrain each session under portable numerics), but never from different
     # recipes: each cell pairs its methods on its own base, and the comparison is per seed.
