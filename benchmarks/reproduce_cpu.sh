@@ -15,7 +15,10 @@
 # channel:params:0.2 channel:flops:0.3 weight:params:0.1"), ENV (VGG16Prune-v0), OUT
 # (runs/reproduce_cpu), PYTHON (python), BASE_NUMERICS (portable; "default" is faster but
 # machine-bound), CHANNEL_METHODS and WEIGHT_METHODS (what evaluate.py --compare runs in
-# channel and weight cells), EXTRA (more train.py options, e.g. "--preset paper").
+# channel and weight cells), EXTRA (more train.py options, e.g. "--preset paper"),
+# RESULTS (a committed results folder: a cell already in RESULTS/cells is skipped, and each
+# cell finished here is added to it by results_table.py, so a sweep spread over sessions
+# resumes from the repository), COMMIT (1: git-commit RESULTS after every cell).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-8000}
@@ -26,6 +29,8 @@ OUT=${OUT:-runs/reproduce_cpu}
 PYTHON=${PYTHON:-python}
 BASE_NUMERICS=${BASE_NUMERICS:-portable}
 EXTRA=${EXTRA:-}
+RESULTS=${RESULTS:-}
+COMMIT=${COMMIT:-0}
 # tp_global is torch-pruning's channel pruner: it has no weight-granularity form
 CHANNEL_METHODS=${CHANNEL_METHODS:-ppo_pid_lag,amc,random_search,magnitude_global,tp_global,uniform}
 WEIGHT_METHODS=${WEIGHT_METHODS:-ppo_pid_lag,amc,random_search,magnitude_global,uniform}
@@ -41,7 +46,12 @@ for seed in $SEEDS; do
     if [ "$cost" = params ]; then tag=""; else tag="_${cost}"; fi
     methods=$CHANNEL_METHODS
     if [ "$granularity" = weight ]; then methods=$WEIGHT_METHODS; fi
-    cell="$OUT/${ENV}_${granularity}${tag}_b${budget}_s${seed}"
+    name="${ENV}_${granularity}${tag}_b${budget}_s${seed}"
+    cell="$OUT/$name"
+    if [ -n "$RESULTS" ] && [ -f "$RESULTS/cells/$name/compare.json" ]; then
+      echo "== $name: committed in $RESULTS, skipped"
+      continue
+    fi
     if [ -f "$cell/done" ]; then
       echo "== $cell: done, skipped"
       continue
@@ -59,6 +69,13 @@ for seed in $SEEDS; do
     echo "== $cell: $methods ($(date +%T))"
     $PYTHON evaluate.py "$run" --compare "$methods" --no-progress
     touch "$cell/done"
+    if [ -n "$RESULTS" ]; then
+      $PYTHON benchmarks/results_table.py "$OUT" --out "$RESULTS" > "$OUT/results_table.log"
+      if [ "$COMMIT" = 1 ]; then
+        git add -- "$RESULTS" && git commit -q -m "sweep $(basename "$RESULTS"): $name" -- "$RESULTS" \
+          || echo "== $name: git commit failed; the cell is in $RESULTS, commit it by hand" >&2
+      fi
+    fi
   done
 done
 echo "== all cells done ($(date +%T))"
