@@ -214,7 +214,9 @@ def _edit_json(path, edit):
     path.write_text(json.dumps(data))
 
 
-def test_results_table_gathers_a_sweep_and_refuses_mixed_base_models(finished_run, tmp_path):
+def test_results_table_reads_sweeps_and_committed_cells_and_refuses_mixed_recipes(
+    finished_run, tmp_path
+):
     run_dir, home = finished_run
     sweep = tmp_path / "sweep"
     cell = sweep / "VGG11Prune-v0_channel_b0.1_s0"
@@ -260,6 +262,26 @@ def test_results_table_gathers_a_sweep_and_refuses_mixed_base_models(finished_ru
     assert d["low"] == pytest.approx(d["high"]) and d["n"] == 2
     assert f"against the best other method ({comparison['best_other']})" in table
 
+    searched_row = next(r for r in rows if r["method"] == "random_search")
+    assert searched_row["images_evaluated"] > 0 and searched_row["steps_per_episode"] == 8
+
+    # A later session reads the committed cells back: the same rows without the run folders
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    (again / "rows.json").unlink()
+    _run(script, "--out", again, home=home)
+    timed_here = ("latency_ms", "base_latency_ms")  # --latency's, measured in the first run
+    assert json.loads((again / "rows.json").read_text()) == [
+        {k: v for k, v in r.items() if k not in timed_here} for r in rows
+    ]
+    refused = _run(script, "--out", again, "--latency", home=home, check=False)
+    assert refused.returncode != 0 and "read back from committed files" in refused.stderr
+
+    # Another session's base (same recipe): allowed, each seed paired on its own base
     _edit_json(twin / run_dir.name / "report.json", lambda r: r["base"].update(test_accuracy=0.5))
-    proc = _run(script, sweep, "--out", out, home=home, check=False)
-    assert proc.returncode != 0 and "different base models" in proc.stderr
+    _run(script, sweep, "--out", tmp_path / "two_bases", home=home)
+    assert "Base models: 2" in (tmp_path / "two_bases" / "table.md").read_text()
+    # Another recipe (a longer base training): refused
+    _edit_json(twin / run_dir.name / "config.json", lambda c: c["config"].update(base_epochs=9))
+    proc = _run(script, sweep, "--out", tmp_path / "mixed", home=home, check=False)
+    assert proc.returncode != 0 and "different base recipes" in proc.stderr
