@@ -114,3 +114,20 @@ def test_base_training_records_each_epoch_and_cleans_up_its_state(data, home, mo
     # the record survives the round trip through the checkpoint
     _, again = get_base_model("vgg11", "synthetic", info, train, test, 0.125, progress=False)
     assert again["history"] == meta["history"]
+
+
+def test_base_models_script_commits_the_record_and_not_the_weights(home, tmp_path):
+    import json
+
+    from benchmarks.base_models import main
+
+    out = tmp_path / "bases"
+    assert main(["--arch", "lenet5", "--dataset", "synthetic", "--width", "1", "--epochs", "1",
+                 "--out", str(out)]) == 0  # fmt: skip
+    (record,) = out.glob("*.json")
+    meta = json.loads(record.read_text())
+    assert record.name.startswith("lenet5-w1-synthetic-e1-default-")
+    assert "state_dict" not in meta and meta["params"] > 0
+    assert [e["epoch"] for e in meta["history"]] == [1]
+    assert meta["test_accuracy"] == meta["history"][0]["test_accuracy"]
+    assert (out / record.name.replace(".json", ".png")).is_file()
