@@ -35,6 +35,30 @@ COMMIT=${COMMIT:-0}
 CHANNEL_METHODS=${CHANNEL_METHODS:-ppo_pid_lag,amc,random_search,magnitude_global,tp_global,uniform}
 WEIGHT_METHODS=${WEIGHT_METHODS:-ppo_pid_lag,amc,random_search,magnitude_global,uniform}
 
+# One RESULTS folder holds one sweep: its settings are recorded on first use, and a run with
+# other settings is refused (its cells would be skipped by name, or mixed into the tables).
+if [ -n "$RESULTS" ]; then
+  settings="ENV=$ENV STEPS=$STEPS BASE_NUMERICS=$BASE_NUMERICS EXTRA=$EXTRA"
+  if [ -f "$RESULTS/sweep_settings.txt" ] && [ "$(cat "$RESULTS/sweep_settings.txt")" != "$settings" ]; then
+    echo "RESULTS $RESULTS holds a sweep run with '$(cat "$RESULTS/sweep_settings.txt")'," \
+         "not '$settings': use another RESULTS folder" >&2
+    exit 2
+  fi
+  mkdir -p "$RESULTS"
+  echo "$settings" > "$RESULTS/sweep_settings.txt"
+fi
+
+add_results() {  # the finished cells of OUT into RESULTS (tables, plots, small files)
+  if ! $PYTHON benchmarks/results_table.py "$OUT" --out "$RESULTS" > "$OUT/results_table.log" 2>&1; then
+    echo "== results_table.py failed (see $OUT/results_table.log); the sweep goes on" >&2
+    return 0
+  fi
+  if [ "$COMMIT" = 1 ] && [ -n "$(git status --porcelain -- "$RESULTS")" ]; then
+    git add -- "$RESULTS" && git commit -q -m "sweep $(basename "$RESULTS"): $1" -- "$RESULTS" \
+      || echo "== git commit failed; the cells are in $RESULTS, commit them by hand" >&2
+  fi
+}
+
 for seed in $SEEDS; do
   for spec in $CELLS; do
     IFS=: read -r granularity cost budget <<< "$spec"
@@ -69,13 +93,9 @@ for seed in $SEEDS; do
     echo "== $cell: $methods ($(date +%T))"
     $PYTHON evaluate.py "$run" --compare "$methods" --no-progress
     touch "$cell/done"
-    if [ -n "$RESULTS" ]; then
-      $PYTHON benchmarks/results_table.py "$OUT" --out "$RESULTS" > "$OUT/results_table.log"
-      if [ "$COMMIT" = 1 ]; then
-        git add -- "$RESULTS" && git commit -q -m "sweep $(basename "$RESULTS"): $name" -- "$RESULTS" \
-          || echo "== $name: git commit failed; the cell is in $RESULTS, commit it by hand" >&2
-      fi
-    fi
+    if [ -n "$RESULTS" ]; then add_results "$name"; fi
   done
 done
+# cells finished in OUT by an earlier, interrupted run of this script are added too
+if [ -n "$RESULTS" ] && ls "$OUT"/*/done > /dev/null 2>&1; then add_results "cells of $OUT"; fi
 echo "== all cells done ($(date +%T))"

@@ -119,7 +119,7 @@ def _cell(
         ),
         "base": (report["base"]["test_accuracy"], report["base"].get("weights_sha1")),
         # env steps of one episode (one per decision unit): the first episode ends there
-        "steps_per_episode": next(iter(curves.values()))[0][0] if curves else None,
+        "steps_per_episode": next((c[0][0] for c in curves.values() if c), None),
     }
 
 
@@ -191,6 +191,22 @@ def remeasure_latency(cells: list[dict[str, Any]], rows: list[dict[str, Any]], r
         row["base_latency_ms"] = float(base)
         key = (row["cell"], row["method"])
         row["latency_ms"] = float(np.median(times[key])) if key in times else None
+
+
+def keep_remeasured_latency(rows: list[dict[str, Any]], previous: Path) -> None:
+    """Latencies an earlier ``--latency`` run measured (kept in ``previous`` rows.json) stay
+    in the rows of the same cell and method when the tables are rebuilt without it."""
+    if not previous.is_file():
+        return
+    timed = {
+        (r["cell"], r["method"]): r
+        for r in json.loads(previous.read_text())
+        if r.get("latency_ms") is not None
+    }
+    for row in rows:
+        old = timed.get((row["cell"], row["method"]))
+        if old is not None and old.get("keep_ratios") == row.get("keep_ratios"):
+            row["latency_ms"], row["base_latency_ms"] = old["latency_ms"], old["base_latency_ms"]
 
 
 def mean_std(values: list[Any], fmt: str, scale: float = 1.0) -> str:
@@ -308,8 +324,8 @@ def paper_protocol_text(group: list[dict[str, Any]], candidate: str = CANDIDATE)
         f"Search compute: {candidate} ran {images:.3g} images in "
         f"{np.mean([r['search_s'] for r in mine]):.0f} s on average; the paper's protocol "
         f"({PAPER_STEPS:,} steps, {PAPER_REWARD_IMAGES:,} reward images per episode) on this "
-        f"network: " + "; ".join(parts) + " (fine-tuning images counted as forward ones: "
-        "the hours are a lower bound)."
+        f"network: " + "; ".join(parts) + " (hours extrapolated from this search's seconds "
+        "per image, agent updates included; fine-tuning images counted like forward ones)."
     )
 
 
@@ -423,11 +439,12 @@ def copy_small_files(cell: dict[str, Any], out: Path) -> None:
     folder = out / "cells" / cell["name"]
     if Path(cell["run"]).resolve() == folder.resolve():
         return  # read back from the committed files: nothing new to copy
-    for name in ("report.json", "config.json", "compare.json", "compare.md"):
-        atomic_write_bytes((cell["run"] / name).read_bytes(), folder / name)
     atomic_write_bytes(
         gzip.compress(json.dumps(cell["curves"]).encode(), mtime=0), folder / "curves.json.gz"
     )
+    # compare.json last: its presence marks a committed cell as whole
+    for name in ("report.json", "config.json", "compare.md", "compare.json"):
+        atomic_write_bytes((cell["run"] / name).read_bytes(), folder / name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -482,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for c in cells for r in cell_rows(c)]
     if args.latency:
         remeasure_latency(cells, rows, args.rounds)
+    else:
+        keep_remeasured_latency(rows, args.out / "rows.json")
     args.out.mkdir(parents=True, exist_ok=True)
     for cell in cells:
         copy_small_files(cell, args.out)

@@ -92,15 +92,16 @@ def finetune(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     masks: list[tuple[torch.Tensor, torch.Tensor]] = (),
-) -> None:
-    """``steps`` SGD steps on random mini-batches of normalised ``images`` (in place).
+) -> int:
+    """``steps`` SGD steps on random mini-batches of normalised ``images`` (in place);
+    returns the number of images run (the search's compute is counted in images).
 
     Deterministic given ``generator``: it draws the batches, and its seed also seeds the
     global RNG (restored afterwards) from which Dropout draws its masks. ``masks``: (weight,
     mask) pairs re-applied after every step (unstructured pruning keeps its zeros).
     """
     if steps <= 0:
-        return
+        return 0
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     cuda = images.device.type == "cuda"
@@ -122,6 +123,7 @@ def finetune(
                 for weight, mask in masks:
                     weight.mul_(mask)
     model.eval()
+    return steps * size
 
 
 def wilson_upper(correct: int, seen: int, z: float) -> float:

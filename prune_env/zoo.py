@@ -116,12 +116,14 @@ def train_model_logged(
     identity: dict[str, Any] | None = None,
 ) -> tuple[float, list[dict[str, Any]]]:
     """``train_model`` that also returns a log of every epoch (``epoch``, mean ``train_loss``,
-    ``test_accuracy`` when ``evaluate`` is given, cumulative ``seconds``) and can be resumed.
+    ``test_accuracy`` and its ``eval_s`` when ``evaluate`` is given, cumulative training
+    ``seconds``, evaluation left out) and can be resumed.
 
     With ``state_file``, everything the loop needs to go on (weights, optimiser and schedule,
     the shuffling generator, torch's global RNG, the log) is written there atomically after
-    every epoch; a later call with the same file, ``recipe``, ``seed``, number of images and
-    ``identity`` (what else must match, e.g. a digest of the images) continues after the last
+    every epoch; a later call with the same file, ``recipe``, ``seed``, number of images,
+    architecture, device type, evaluation or not, and ``identity`` (what else must match, e.g.
+    a digest of the images and the numerics) continues after the last
     finished epoch and ends with the same weights, bit for bit, as an uninterrupted run under
     the same numerics. A state that does not match is not used (a warning says why). The file
     is left in place: the caller deletes it once the result is stored.
@@ -145,10 +147,14 @@ def train_model_logged(
         opt, max_lr=recipe.lr, total_steps=total, pct_start=0.15, anneal_strategy="cos"
     )
     loss_fn = nn.CrossEntropyLoss()
+    shapes = [(name, tuple(v.shape)) for name, v in model.state_dict().items()]
     fingerprint = {
         "recipe": asdict(recipe),
         "seed": seed,
         "images": len(labels),
+        "evaluated": evaluate is not None,  # a log without test accuracies cannot go on with
+        "architecture": hashlib.sha1(repr(shapes).encode()).hexdigest(),
+        "device": device.type,
         "identity": identity or {},
     }
     log: list[dict[str, Any]] = []
@@ -161,9 +167,11 @@ def train_model_logged(
             sched.load_state_dict(state["scheduler"])
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
             log, done_seconds = list(state["log"]), float(state["seconds"])
             first_epoch = int(state["epoch"])
-    start = time.perf_counter()
+    start, eval_seconds = time.perf_counter(), 0.0
     bar = tqdm(
         total=total,
         initial=first_epoch * steps_per_epoch,
@@ -195,12 +203,16 @@ def train_model_logged(
             "epoch": epoch + 1,
             "train_loss": round(float(loss_sum) / steps_per_epoch, 5),
         }
+        # seconds count training only (as before the log existed): evaluation is apart
+        entry["seconds"] = round(done_seconds + time.perf_counter() - start - eval_seconds, 1)
         if evaluate is not None:
+            t = time.perf_counter()
             model.eval()
             entry["test_accuracy"] = float(evaluate(model))
             model.train()
+            entry["eval_s"] = round(time.perf_counter() - t, 2)
+            eval_seconds += time.perf_counter() - t
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}", test=f"{entry['test_accuracy']:.4f}")
-        entry["seconds"] = round(done_seconds + time.perf_counter() - start, 1)
         log.append(entry)
         if state_file is not None:
             atomic_torch_save(
@@ -210,9 +222,17 @@ def train_model_logged(
                     "epoch": epoch + 1,
                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
+                    # torch < 2.4 keeps a bound method there, which weights_only refuses
+                    "scheduler": {
+                        k: v for k, v in sched.state_dict().items() if k != "anneal_func"
+                    },
                     "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
+                    **(
+                        {"cuda_rng": torch.cuda.get_rng_state(device)}
+                        if device.type == "cuda"
+                        else {}
+                    ),
                     "seconds": entry["seconds"],
                     "log": log,
                 },
@@ -220,7 +240,7 @@ def train_model_logged(
             )
     bar.close()
     model.eval()
-    return done_seconds + time.perf_counter() - start, log
+    return done_seconds + time.perf_counter() - start - eval_seconds, log
 
 
 def _read_training_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
@@ -241,8 +261,8 @@ def _read_training_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, A
         return None
     if state["fingerprint"] != fingerprint:
         warnings.warn(
-            f"training state {path} belongs to another run (recipe, seed, data or numerics "
-            f"differ); training from the start",
+            f"training state {path} belongs to another run (recipe, seed, data, network, "
+            f"device or numerics differ); training from the start",
             stacklevel=3,
         )
         return None
@@ -514,7 +534,9 @@ def train_base_model(
             description=description,
             state_file=state_file,
             evaluate=None if test is None else (lambda m: split_accuracy(m, test, info)),
-            identity={"train_images_sha1": images_sha1, "numerics": numerics},
+            # with default numerics the result depends on the machine: a state written on
+            # another CPU, thread count or torch is not resumed here
+            identity={"train_images_sha1": images_sha1, "numerics": mode},
         )
     meta = {
         "format": CHECKPOINT_FORMAT,

@@ -122,6 +122,9 @@ def compare(run: RunFolder, cfg: JobConfig, task: Task, methods: list[str], prog
     ]
     weight = cfg.granularity == "weight"
     for method in methods:
+        # each method pays for its own evaluations (no answers cached by an earlier one), so
+        # that its seconds and images are its own compute, as the run's own search was
+        task.mdp.clear_cache()
         start = time.perf_counter()
         images_before = task.mdp.cache_info()["images"]
         result = registry.run(
@@ -132,8 +135,6 @@ def compare(run: RunFolder, cfg: JobConfig, task: Task, methods: list[str], prog
             **_agent_kwargs(cfg, method),
         )
         search_s = time.perf_counter() - start
-        # the env's cache is shared by the methods compared: a candidate an earlier method
-        # scored costs a later one nothing (its seconds and images show it)
         images = task.mdp.cache_info()["images"] - images_before
         # Every method's search, for learning curves beside the run's own episodes.jsonl.
         lines = "".join(json.dumps(e.to_dict()) + "\n" for e in result.episodes)

@@ -131,3 +131,50 @@ def test_base_models_script_commits_the_record_and_not_the_weights(home, tmp_pat
     assert [e["epoch"] for e in meta["history"]] == [1]
     assert meta["test_accuracy"] == meta["history"][0]["test_accuracy"]
     assert (out / record.name.replace(".json", ".png")).is_file()
+
+
+def test_an_interrupted_base_training_goes_on_from_its_last_epoch(data, tmp_path, monkeypatch):
+    import prune_env.zoo as zoo
+
+    train, test, info = data
+    monkeypatch.setitem(zoo.RECIPES, "vgg11", Recipe(epochs=3, batch_size=32))
+
+    def base():
+        return get_base_model("vgg11", "synthetic", info, train, test, 0.125, progress=False)
+
+    monkeypatch.setenv("PRUNE_ENV_HOME", str(tmp_path / "reference"))
+    _, reference = base()
+
+    monkeypatch.setenv("PRUNE_ENV_HOME", str(tmp_path / "interrupted"))
+    real, calls = zoo.split_accuracy, []
+
+    def stopped_in_epoch_two(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Stop
+        return real(*args)
+
+    monkeypatch.setattr(zoo, "split_accuracy", stopped_in_epoch_two)
+    with pytest.raises(Stop):
+        base()
+    path = cache_path("vgg11", "synthetic", 0.125, 3)
+    assert not path.exists()
+    assert torch.load(training_state_path(path), weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(zoo, "split_accuracy", real)
+    _, resumed = base()  # the same call again: epochs 2 and 3 only
+    assert resumed["weights_sha1"] == reference["weights_sha1"]
+    assert [e["test_accuracy"] for e in resumed["history"]] == [
+        e["test_accuracy"] for e in reference["history"]
+    ]
+    assert not training_state_path(path).exists()
+
+
+def test_a_state_of_another_network_is_not_resumed(data, tmp_path):
+    train, _, info = data
+    state = tmp_path / "run.partial.pt"
+    one_epoch = Recipe(epochs=1, batch_size=32, lr=0.05)
+    train_model_logged(_fresh(), train, info, one_epoch, seed=1, progress=False, state_file=state)
+    wider = build_model("vgg11", 10, 3, 0.25)
+    with pytest.warns(UserWarning, match="another run"):
+        # same recipe, seed and data: only the network differs
+        train_model_logged(wider, train, info, one_epoch, seed=1, progress=False, state_file=state)

@@ -983,9 +983,10 @@ class PruneEnv(gym.Env):
         self._finetune_steps(net, counts)
         return net.eval()
 
-    def _finetune_steps(self, net: nn.Module, counts: np.ndarray) -> None:
+    def _finetune_steps(self, net: nn.Module, counts: np.ndarray) -> int:
+        """The reward's fine-tuning steps on ``net``; returns the images they ran."""
         if not self.finetune_steps:
-            return
+            return 0
         # Seeded by the candidate itself: the reward is a function of the kept channels, so a
         # cached evaluation is exactly what a fresh one would give.
         seed = zlib.crc32(counts.tobytes()) ^ (self.split_seed & 0xFFFFFFFF)
@@ -993,7 +994,7 @@ class PruneEnv(gym.Env):
         # Weight granularity: the zeros the candidate chose stay zero, so the rewarded net
         # has the sparsity its cost reports.
         masks = zero_weight_masks(net) if self.granularity == "weight" else []
-        finetune(
+        return finetune(
             net,
             self.pool_x,
             self.pool_y,
@@ -1003,9 +1004,13 @@ class PruneEnv(gym.Env):
             self.finetune_lr,
             masks=masks,
         )
-        # prune_env.evaluation.finetune's batch: at least two, at most the pool
-        batch = max(2, min(self.finetune_batch_size, len(self.pool_y)))
-        self.images_evaluated += self.finetune_steps * batch
+
+    def clear_cache(self) -> None:
+        """Forget every cached evaluation and the best feasible accuracy seen (early
+        stopping's bar), so that the next search pays for its own evaluations: methods
+        compared on one env then each report their own compute."""
+        self._cache.clear()
+        self.best_feasible_accuracy = -np.inf
 
     def cache_info(self) -> dict[str, int]:
         """Hits, misses and size of the evaluation cache (keyed by kept channels per layer),
@@ -1067,7 +1072,7 @@ class PruneEnv(gym.Env):
             self.images_evaluated += len(self.calib_x)
         timing["bn_recalibration"] = time.perf_counter() - t
         t = time.perf_counter()
-        self._finetune_steps(net, counts)
+        self.images_evaluated += self._finetune_steps(net, counts)
         timing["finetune"] = time.perf_counter() - t
         t = time.perf_counter()
         # Measured costs see the network as a user would deploy it (NCHW, after fine-tuning).
