@@ -59,6 +59,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 def measure_cell(cell: Path, epochs: list[int], out: Path) -> None:
     """Fine-tune every method of ``cell`` for each length in ``epochs``; results appended."""
+    from prune_env.numerics import state_digest
     from prune_env.zoo import split_accuracy
     from prune_pipeline.config import JobConfig
     from prune_pipeline.run_folder import RunFolder
@@ -79,6 +80,14 @@ def measure_cell(cell: Path, epochs: list[int], out: Path) -> None:
     task = make_task(cfg)
     weight = cfg.granularity == "weight"
     base_sha1 = folder.report()["base"].get("weights_sha1")
+    here = state_digest(task.base_model)
+    if base_sha1 is not None and here != base_sha1:
+        # with default numerics another machine trains another base: the sweep's keep ratios
+        # would be fine-tuned from a network they were not chosen for
+        raise SystemExit(
+            f"error: {cell.name} was pruned from base {base_sha1[:12]}, but this machine's base "
+            f"is {here[:12]}: run this where the sweep ran (or with its cached base)"
+        )
     for method, n in todo:
         net = task.mdp.pruned_network(methods[method]["keep_ratios"])
         start = time.perf_counter()
@@ -114,6 +123,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             m for m in {r["method"] for r in mine}
             if all(any(r["method"] == m and r["epochs"] == n for r in mine) for n in lengths)
         )  # fmt: skip
+        if not methods:
+            continue  # an interrupted measurement: no method at every length yet
         acc = {
             n: {m: next(r["test_accuracy"] for r in mine if r["method"] == m and r["epochs"] == n)
                 for m in methods}

@@ -167,7 +167,8 @@ def search(
     stages = state.get("stages", {})
     n_envs = n_envs if is_rl else 1
     # Images run to score candidates: counted by the env itself, so only with one env copy
-    # in this process (copies in sub-processes keep their own counts).
+    # (other copies, in this process or others, keep their own counts). A resumed search
+    # starts with an empty evaluation cache, so it may count more than an uninterrupted one.
     images_at_start = task.mdp.cache_info()["images"] if n_envs == 1 else None
     # a checkpoint written before the count existed: the resumed search's total is unknown
     prior_images = state.get("images_evaluated", None if state else 0)

@@ -43,3 +43,8 @@ def test_rankings_are_compared_with_the_longest_fine_tuning():
 def test_a_length_that_does_not_give_back_the_sweeps_accuracy_is_flagged():
     rows = [_row("ppo_lag", 1, 0.70, sweep_acc=0.69), _row("uniform", 1, 0.65)]
     assert summarise(rows)["c"]["reproduces_sweep"] is False
+
+
+def test_a_cell_with_no_method_at_every_length_is_left_out():
+    rows = [_row("ppo_lag", 1, 0.70), _row("uniform", 3, 0.65)]
+    assert summarise(rows) == {}
