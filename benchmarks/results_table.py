@@ -447,6 +447,23 @@ def copy_small_files(cell: dict[str, Any], out: Path) -> None:
         atomic_write_bytes((cell["run"] / name).read_bytes(), folder / name)
 
 
+def splice_doc(doc: Path, name: str, text: str) -> None:
+    """Replace the block of ``doc`` between the ``results:<name>`` markers with ``text``, so
+    that the doc's tables are regenerated from the committed results, never typed in."""
+    begin, end = f"<!-- results:{name} begin -->", f"<!-- results:{name} end -->"
+    content = doc.read_text()
+    if (
+        content.count(begin) != 1
+        or content.count(end) != 1
+        or content.index(begin) > content.index(end)
+    ):
+        raise SystemExit(f"error: {doc} needs one '{begin}' line, then one '{end}' line")
+    head, rest = content.split(begin)
+    _, tail = rest.split(end)
+    generated = f"{begin}\n<!-- written by benchmarks/results_table.py; do not edit -->\n\n"
+    atomic_write_bytes((head + generated + text.strip() + "\n\n" + end + tail).encode(), doc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -463,6 +480,13 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="where tables and plots go; its cells/ (what earlier sessions committed) are read "
         "too, so that a sweep spread over sessions gives one table",
+    )
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        default=None,
+        help="a Markdown file whose block between '<!-- results:OUTNAME begin -->' and "
+        "'<!-- results:OUTNAME end -->' (OUTNAME: --out's folder name) is replaced by table.md",
     )
     parser.add_argument("--latency", action="store_true", help="time every network again here")
     parser.add_argument("--rounds", type=int, default=8, help="interleaved latency rounds")
@@ -516,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     atomic_write_json(comparisons, args.out / "comparison.json")
     plots(cells, args.out)
+    if args.doc is not None:
+        splice_doc(args.doc, args.out.name, text)
     print(text)
     print(f"{len(cells)} cells, {len(rows)} rows -> {args.out}")
     return 0

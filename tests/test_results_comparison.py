@@ -98,3 +98,21 @@ def test_rows_from_bases_of_several_sessions_report_each_drop_from_its_own_base(
     assert text.startswith("Base models: 2") and "82.00 ± 2.00%" in text
     assert base_text(group[:1]) == "Base model: test accuracy 80.00%"
     assert _drop({"test_accuracy": None, "base_test_accuracy": 0.8}) is None
+
+
+def test_the_doc_block_between_the_markers_is_regenerated(tmp_path):
+    from benchmarks.results_table import splice_doc
+
+    doc = tmp_path / "results.md"
+    doc.write_text(
+        "intro\n<!-- results:sweep begin -->\nold table\n<!-- results:sweep end -->\nend\n"
+    )
+    splice_doc(doc, "sweep", "| new | table |\n")
+    splice_doc(doc, "sweep", "| new | table |\n")  # idempotent
+    text = doc.read_text()
+    assert text.startswith("intro\n<!-- results:sweep begin -->\n") and text.endswith(
+        "| new | table |\n\n<!-- results:sweep end -->\nend\n"
+    )
+    assert "old table" not in text and text.count("| new | table |") == 1
+    with pytest.raises(SystemExit, match="needs one"):
+        splice_doc(doc, "other", "x")
