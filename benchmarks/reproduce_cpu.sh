@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The CPU reproduction of the paper's VGG16 table (docs/results.md): for each seed and cell
-# (granularity, cost, budget), train.py runs the ppo_lag pipeline (search, extraction,
+# The CPU reproduction of the paper's VGG16 table (docs/results.md): for each cell
+# (granularity, cost, budget) and seed, train.py runs the ppo_lag pipeline (search, extraction,
 # fine-tuning, test) and evaluate.py --compare prunes the same base model to the same budget
 # with every other method, with the same search steps and the same fine-tuning. Cells already
 # done are skipped, so an interrupted sweep goes on where it stopped, in this session or the
 # next: the base model is trained with portable numerics (train.py --base-numerics portable,
-# prune_env/numerics.py), so another machine trains the same one. benchmarks/results_table.py
-# then gathers the folders into tables and plots.
+# prune_env/numerics.py), so another machine trains the same one; with BASE_NUMERICS=default
+# (7x faster per VGG16 epoch on the Intel build machine) each session trains its own, and
+# results_table.py pairs the methods of each cell on that cell's base. results_table.py
+# gathers the folders into tables and plots (with RESULTS: after every cell).
 #
 #   PRUNE_ENV_DATA=~/data bash benchmarks/reproduce_cpu.sh
 #
@@ -59,8 +61,10 @@ add_results() {  # the finished cells of OUT into RESULTS (tables, plots, small 
   fi
 }
 
-for seed in $SEEDS; do
-  for spec in $CELLS; do
+# Cell by cell, every seed of a cell before the next cell: a cell with all its seeds gives a
+# verdict (results_table.py needs 3), seeds spread thinly over cells give none.
+for spec in $CELLS; do
+  for seed in $SEEDS; do
     IFS=: read -r granularity cost budget <<< "$spec"
     if [ -z "$budget" ]; then
       echo "CELLS item '$spec' is not granularity:cost:budget" >&2
