@@ -48,3 +48,19 @@ def test_a_length_that_does_not_give_back_the_sweeps_accuracy_is_flagged():
 def test_a_cell_with_no_method_at_every_length_is_left_out():
     rows = [_row("ppo_lag", 1, 0.70), _row("uniform", 3, 0.65)]
     assert summarise(rows) == {}
+
+
+def test_the_sweeps_own_length_taken_from_the_sweep_is_not_called_reproduced():
+    rows = [
+        {**_row("ppo_lag", 3, 0.74, sweep_epochs=3), "finetune_s": None, "from_sweep": True},
+        {**_row("uniform", 3, 0.70, sweep_epochs=3), "finetune_s": None, "from_sweep": True},
+        _row("ppo_lag", 1, 0.70, sweep_epochs=3, sweep_acc=0.74),
+        _row("uniform", 1, 0.65, sweep_epochs=3, sweep_acc=0.70),
+    ]
+    cell = summarise(rows)["c"]
+    assert cell["reproduces_sweep"] is None
+    assert cell["per_length"]["3"]["finetune_s"] is None
+    assert cell["per_length"]["1"]["finetune_s"] == 10.0
+    text = table({"c": cell})
+    assert "| 3 | 1.000 | ppo_lag | +4.00 (uniform) | (sweep) |" in text
+    assert "taken from the sweep's compare.json" in text
