@@ -166,13 +166,13 @@ def test_base_training_never_sees_the_heldout_split(home, monkeypatch):
     train.images[:, 0, 0, 0] = torch.arange(200, dtype=torch.uint8)  # tag every image
     info = dataset_info("synthetic", train)
     seen = []
-    real = zoo.train_model
+    real = zoo.train_model_logged
 
     def spy(model, split, *args, **kwargs):
         seen.extend(split.images[:, 0, 0, 0].tolist())
         return real(model, split, *args, **kwargs)
 
-    monkeypatch.setattr(zoo, "train_model", spy)
+    monkeypatch.setattr(zoo, "train_model_logged", spy)
     _, meta = get_base_model("lenet5", "synthetic", info, train, None, train_epochs=1)
     held = zoo.heldout_from_meta(meta, 200)
     assert len(held) == 20 and set(seen).isdisjoint(held.tolist())
