@@ -54,6 +54,9 @@ BASE_KEYS = (
     "env", "width_mult", "base_epochs", "dataset", "checkpoint", "reward_size", "base_numerics",
 )  # fmt: skip
 CANDIDATE = "ppo_lag"  # the method each cell asks about
+# The package's Lagrangian agents: "the best baseline" is the best method outside them, the
+# pruners a user has without this package (one-shot heuristics, random search, AMC).
+LAGRANGIAN = ("ppo_lag", "ppo_pid_lag")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -267,9 +270,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
         paper = paper_protocol_text(group)
         if paper:
             out.append(paper + "\n")
-        verdict_line = comparison_text(compare_candidate(group))
-        if verdict_line:
-            out.append(verdict_line + "\n")
+        for result in cell_comparisons(group):
+            verdict_line = comparison_text(result)
+            if verdict_line:
+                out.append(verdict_line + "\n")
     return "\n".join(out)
 
 
@@ -336,8 +340,15 @@ def cell_groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str, float], list
     return groups
 
 
-def compare_candidate(group: list[dict[str, Any]], candidate: str = CANDIDATE) -> dict[str, Any]:
-    """``candidate``'s fine-tuned test accuracy against the best other method of one cell.
+def compare_candidate(
+    group: list[dict[str, Any]],
+    candidate: str = CANDIDATE,
+    exclude: tuple[str, ...] = (),
+    label: str = "the best other method",
+) -> dict[str, Any]:
+    """``candidate``'s fine-tuned test accuracy against the best other method of one cell
+    (``exclude``: methods not considered, e.g. the package's other Lagrangian agent when the
+    question is the best baseline; ``label`` names the comparison in the text).
 
     The best other method is, among those whose every seed delivered a feasible model, the
     one covering most of the candidate's seeds, then with the highest mean test accuracy on
@@ -353,12 +364,12 @@ def compare_candidate(group: list[dict[str, Any]], candidate: str = CANDIDATE) -
         return {}
     others = {
         m: seeds for m, seeds in by_method.items()
-        if m != candidate and seeds and all(
+        if m != candidate and m not in exclude and seeds and all(
             r["feasible"] and r["test_accuracy"] is not None for r in seeds.values()
         )
     }  # fmt: skip
     if not others:
-        return {"candidate": candidate, "best_other": None}
+        return {"candidate": candidate, "best_other": None, "against": label}
     mine = {s: r for s, r in by_method[candidate].items() if r["test_accuracy"] is not None}
 
     def rank(method: str) -> tuple[int, float]:
@@ -371,6 +382,7 @@ def compare_candidate(group: list[dict[str, Any]], candidate: str = CANDIDATE) -
     over = sum(not mine[s]["feasible"] for s in seeds)
     result: dict[str, Any] = {
         "candidate": candidate,
+        "against": label,
         "best_other": best,
         "seeds": seeds,
         "seeds_left_out": sorted((set(by_method[candidate]) | set(others[best])) - set(seeds)),
@@ -387,17 +399,30 @@ def compare_candidate(group: list[dict[str, Any]], candidate: str = CANDIDATE) -
     return result
 
 
+def cell_comparisons(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The two questions of a cell: ppo_lag against the best other method of all, and
+    against the best baseline (no Lagrangian agent of this package)."""
+    results = [compare_candidate(group)]
+    if any(r["method"] in LAGRANGIAN and r["method"] != CANDIDATE for r in group):
+        results.append(compare_candidate(group, exclude=LAGRANGIAN, label="the best baseline"))
+    return [r for r in results if r]
+
+
 def comparison_text(result: dict[str, Any]) -> str:
     if not result:
         return ""
     if result.get("best_other") is None:
-        return f"No other method delivered a feasible model on every seed ({CANDIDATE} alone)."
+        return (
+            f"No method for {result.get('against', 'the best other method')} delivered a "
+            f"feasible model on every seed."
+        )
     if "difference" not in result:
         return f"{result['candidate']} and {result['best_other']} share no seed."
     d = result["difference"]
     left_out = f"; seeds left out: {result['seeds_left_out']}" if result["seeds_left_out"] else ""
     return (
-        f"**{result['candidate']} against the best other method ({result['best_other']})**: "
+        f"**{result['candidate']} against {result.get('against', 'the best other method')} "
+        f"({result['best_other']})**: "
         f"test accuracy difference {100 * d['mean']:+.2f} points, 95% paired bootstrap "
         f"interval [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] over {d['n']} seed(s) "
         f"({d['method']}): **{result['verdict']}**; {result['candidate']} feasible "
@@ -535,8 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     text = summary(rows)
     atomic_write_bytes(text.encode(), args.out / "table.md")
     comparisons = [
-        {"granularity": g, "cost": c, "budget": b, **compare_candidate(group)}
+        {"granularity": g, "cost": c, "budget": b, **result}
         for (g, c, b), group in sorted(cell_groups(rows).items())
+        for result in cell_comparisons(group)
     ]
     atomic_write_json(comparisons, args.out / "comparison.json")
     plots(cells, args.out)

@@ -116,3 +116,21 @@ def test_the_doc_block_between_the_markers_is_regenerated(tmp_path):
     assert "old table" not in text and text.count("| new | table |") == 1
     with pytest.raises(SystemExit, match="needs one"):
         splice_doc(doc, "other", "x")
+
+
+def test_the_best_baseline_leaves_the_other_lagrangian_agent_out():
+    from benchmarks.results_table import cell_comparisons
+
+    group = [
+        *_rows("ppo_lag", [0.80, 0.81, 0.82]),
+        *_rows("ppo_pid_lag", [0.81, 0.82, 0.83]),  # better than ppo_lag, but not a baseline
+        *_rows("random_search", [0.70, 0.72, 0.71]),
+        *_rows("uniform", [0.60, 0.61, 0.62]),
+    ]
+    every, baseline = cell_comparisons(group)
+    assert every["best_other"] == "ppo_pid_lag" and every["verdict"] == "worse"
+    assert baseline["best_other"] == "random_search" and baseline["verdict"] == "better"
+    assert baseline["difference"]["mean"] == pytest.approx(0.1)
+    assert "against the best baseline (random_search)" in comparison_text(baseline)
+    # without the other Lagrangian agent in the cell, one question is asked
+    assert len(cell_comparisons([r for r in group if r["method"] != "ppo_pid_lag"])) == 1
