@@ -242,7 +242,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
         base = group[0]
         base_latency = base.get("base_latency_ms", base["base_latency_ms_sweep"])
         out.append(
-            f"### {granularity} granularity, {cost} budget {budget:g}\n\n"
+            f"#### {granularity} granularity, {cost} budget {budget:g}\n\n"
             f"{base_text(group)}, latency {base_latency:.2f} ms; fine-tuning "
             f"{base['finetune_epochs']} epoch(s) for every method.\n"
         )
