@@ -121,9 +121,22 @@ def _cell(
             cfg.get(k, "default" if k == "base_numerics" else None) for k in BASE_KEYS
         ),
         "base": (report["base"]["test_accuracy"], report["base"].get("weights_sha1")),
-        # env steps of one episode (one per decision unit): the first episode ends there
-        "steps_per_episode": next((c[0][0] for c in curves.values() if c), None),
+        "steps_per_episode": decisions_per_episode(report, cfg, curves),
     }
+
+
+def decisions_per_episode(
+    report: dict[str, Any], cfg: dict[str, Any], curves: dict[str, list]
+) -> int | None:
+    """Env steps of one layerwise episode: one per decision unit, the count the paper's
+    protocol is measured in. Read from the pruned network's keep ratios (one per unit);
+    the end of the first logged episode counts every env's steps, so it is only the
+    fallback, for reports without keep ratios, and divided by the run's n_envs."""
+    ratios = report.get("pruned", {}).get("keep_ratios")
+    if ratios:
+        return len(ratios)
+    first_end = next((c[0][0] for c in curves.values() if c), None)
+    return None if first_end is None else int(first_end) // max(1, int(cfg.get("n_envs") or 1))
 
 
 def cell_rows(cell: dict[str, Any]) -> list[dict[str, Any]]:

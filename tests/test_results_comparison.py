@@ -86,6 +86,19 @@ def test_the_papers_search_protocol_in_images_for_a_network():
     }
 
 
+def test_an_episode_has_one_step_per_decision_unit_whatever_the_number_of_envs():
+    from benchmarks.results_table import decisions_per_episode
+
+    # 2 vectorised envs: the first logged episode ends at env step 2 x 12, not 12
+    curves = {"ppo_lag": [[24, 0.5, 0.3], [48, 0.6, 0.2]]}
+    report = {"pruned": {"keep_ratios": [0.5] * 12}}
+    assert decisions_per_episode(report, {"n_envs": 2}, curves) == 12
+    # a report without keep ratios falls back on the first episode's end over n_envs
+    assert decisions_per_episode({"pruned": {}}, {"n_envs": 2}, curves) == 12
+    assert decisions_per_episode({"pruned": {}}, {"n_envs": 1}, {"ppo_lag": [[13, 0, 0]]}) == 13
+    assert decisions_per_episode({"pruned": {}}, {}, {}) is None
+
+
 def test_rows_from_bases_of_several_sessions_report_each_drop_from_its_own_base():
     from benchmarks.results_table import _drop, base_text
 
