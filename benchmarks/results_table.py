@@ -129,14 +129,18 @@ def decisions_per_episode(
     report: dict[str, Any], cfg: dict[str, Any], curves: dict[str, list]
 ) -> int | None:
     """Env steps of one layerwise episode: one per decision unit, the count the paper's
-    protocol is measured in. Read from the pruned network's keep ratios (one per unit);
-    the end of the first logged episode counts every env's steps, so it is only the
-    fallback, for reports without keep ratios, and divided by the run's n_envs."""
+    (layerwise) protocol is measured in, also for a run in oneshot mode. Read from the
+    pruned network's keep ratios (one per unit). The fallback, for reports without keep
+    ratios, is the end of the run's own first logged episode, which counts every env's
+    steps: divided by the run's n_envs (the compared methods' curves come from one env
+    and are not used)."""
     ratios = report.get("pruned", {}).get("keep_ratios")
     if ratios:
         return len(ratios)
-    first_end = next((c[0][0] for c in curves.values() if c), None)
-    return None if first_end is None else int(first_end) // max(1, int(cfg.get("n_envs") or 1))
+    own = curves.get(report.get("algo", ""))
+    if not own:
+        return None
+    return int(own[0][0]) // max(1, int(cfg.get("n_envs") or 1))
 
 
 def cell_rows(cell: dict[str, Any]) -> list[dict[str, Any]]:

@@ -93,10 +93,13 @@ def test_an_episode_has_one_step_per_decision_unit_whatever_the_number_of_envs()
     curves = {"ppo_lag": [[24, 0.5, 0.3], [48, 0.6, 0.2]]}
     report = {"pruned": {"keep_ratios": [0.5] * 12}}
     assert decisions_per_episode(report, {"n_envs": 2}, curves) == 12
-    # a report without keep ratios falls back on the first episode's end over n_envs
-    assert decisions_per_episode({"pruned": {}}, {"n_envs": 2}, curves) == 12
-    assert decisions_per_episode({"pruned": {}}, {"n_envs": 1}, {"ppo_lag": [[13, 0, 0]]}) == 13
-    assert decisions_per_episode({"pruned": {}}, {}, {}) is None
+    # a report without keep ratios falls back on its own run's first episode over n_envs
+    bare = {"algo": "ppo_lag", "pruned": {}}
+    assert decisions_per_episode(bare, {"n_envs": 2}, curves) == 12
+    assert decisions_per_episode(bare, {"n_envs": 1}, {"ppo_lag": [[13, 0, 0]]}) == 13
+    # never on a compared method's curve (one env, another run)
+    assert decisions_per_episode(bare, {"n_envs": 2}, {"ppo_lag": [], "amc": [[12, 0, 0]]}) is None
+    assert decisions_per_episode(bare, {}, {}) is None
 
 
 def test_rows_from_bases_of_several_sessions_report_each_drop_from_its_own_base():
