@@ -257,10 +257,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
     out = []
     for (granularity, cost, budget), group in sorted(cell_groups(rows).items()):
         base = group[0]
-        base_latency = base.get("base_latency_ms", base["base_latency_ms_sweep"])
         out.append(
             f"#### {granularity} granularity, {cost} budget {budget:g}\n\n"
-            f"{base_text(group)}, latency {base_latency:.2f} ms; fine-tuning "
+            f"{base_text(group)}, {base_latency_text(group)}; fine-tuning "
             f"{base['finetune_epochs']} epoch(s) for every method.\n"
         )
         table = []
@@ -312,6 +311,16 @@ def base_text(group: list[dict[str, Any]]) -> str:
         f"every method of a seed is pruned from that seed's base), test accuracy "
         f"{np.mean(accs):.2f} ± {np.std(accs):.2f}% ({min(accs):.2f}-{max(accs):.2f})"
     )
+
+
+def base_latency_text(group: list[dict[str, Any]]) -> str:
+    """The base's latency: each seed's run timed it beside its methods (or ``--latency`` did),
+    so it is one value per seed, summarised like the methods' column (before, the header
+    showed the first seed's alone)."""
+    per_seed = {r["seed"]: r.get("base_latency_ms", r["base_latency_ms_sweep"]) for r in group}
+    values = [per_seed[seed] for seed in sorted(per_seed)]
+    text = f"latency {mean_std(values, '.2f')} ms"
+    return text + (f" (over {len(values)} seeds' timings)" if len(values) > 1 else "")
 
 
 # The paper's search protocol (Malik et al. 2022): 40,000 env steps, every episode's candidate

@@ -116,6 +116,21 @@ def test_rows_from_bases_of_several_sessions_report_each_drop_from_its_own_base(
     assert _drop({"test_accuracy": None, "base_test_accuracy": 0.8}) is None
 
 
+def test_the_base_latency_is_summarised_over_the_seeds_not_taken_from_the_first_row():
+    from benchmarks.results_table import base_latency_text
+
+    group = [  # every method of a seed carries that seed's timing of the base
+        {"seed": s, "method": m, "base_latency_ms_sweep": t}
+        for s, t in [(0, 14.0), (1, 16.0), (2, 18.0)]
+        for m in ("ppo_lag", "uniform")
+    ]
+    assert base_latency_text(group) == "latency 16.00 ± 1.63 ms (over 3 seeds' timings)"
+    assert base_latency_text(group[:2]) == "latency 14.00 ms"
+    # a --latency re-timing replaces the sweep's
+    retimed = [{**r, "base_latency_ms": 10.0} for r in group]
+    assert base_latency_text(retimed) == "latency 10.00 ± 0.00 ms (over 3 seeds' timings)"
+
+
 def test_the_doc_block_between_the_markers_is_regenerated(tmp_path):
     from benchmarks.results_table import splice_doc
 
