@@ -461,17 +461,23 @@ def _method_rank(method: str) -> tuple[int, str]:
 
 
 def plots(cells: list[dict[str, Any]], out: Path) -> None:
-    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    # one figure per cell: a FLOPs and a params budget of the same size are different cells
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
     for cell in cells:
-        groups[(cell["granularity"], cell["budget"])].append(cell)
-    for (granularity, budget), group in groups.items():
-        tag = f"{granularity}_b{budget:g}"
+        groups[(cell["granularity"], cell["cost"], cell["budget"])].append(cell)
+    for (granularity, cost, budget), group in groups.items():
+        # params cells keep their earlier names; other costs are named like the cell folders
+        tag = (
+            f"{granularity}_b{budget:g}"
+            if cost == "params"
+            else f"{granularity}_{cost}_b{budget:g}"
+        )
         curves: dict[str, list] = defaultdict(list)
         for cell in sorted(group, key=lambda c: c["seed"]):
             for method, c in cell["curves"].items():
                 curves[method].append(c)
         ordered = {m: curves[m] for m in sorted(curves, key=_method_rank)}
-        title = f"{group[0]['report']['env']}, {granularity}, params budget {budget:g}"
+        title = f"{group[0]['report']['env']}, {granularity}, {cost} budget {budget:g}"
         plot_learning_curves(ordered, budget, out / f"curves_{tag}.png", title)
         first = min(group, key=lambda c: c["seed"])
         series = {

@@ -131,6 +131,40 @@ def test_the_base_latency_is_summarised_over_the_seeds_not_taken_from_the_first_
     assert base_latency_text(retimed) == "latency 10.00 ± 0.00 ms (over 3 seeds' timings)"
 
 
+def test_cells_of_the_same_budget_but_another_cost_get_their_own_plots(tmp_path, monkeypatch):
+    import benchmarks.results_table as rt
+
+    drawn = {}
+    monkeypatch.setattr(rt, "plot_learning_curves", lambda c, b, path, title: drawn.update(
+        {path.name: (title, {m: len(v) for m, v in c.items()})}))  # fmt: skip
+    monkeypatch.setattr(rt, "plot_keep_ratios", lambda s, layers, path, title: drawn.update(
+        {path.name: (title, sorted(s))}))  # fmt: skip
+
+    def cell(cost, seed, method):
+        return {
+            "granularity": "channel", "cost": cost, "budget": 0.3, "seed": seed,
+            "report": {"env": "VGG16Prune-v0", "pruned": {"layers": ["a", "b"]}},
+            "curves": {method: [[1, 0.5, 0.4]]},
+            "compare": [{"method": method, "keep_ratios": [0.5, 0.5]}],
+        }  # fmt: skip
+
+    rt.plots(
+        [cell("params", 0, "ppo_lag"), cell("flops", 0, "amc"), cell("flops", 1, "amc")], tmp_path
+    )
+    assert drawn["curves_channel_b0.3.png"] == (
+        "VGG16Prune-v0, channel, params budget 0.3",
+        {"ppo_lag": 1},
+    )
+    assert drawn["curves_channel_flops_b0.3.png"] == (
+        "VGG16Prune-v0, channel, flops budget 0.3",
+        {"amc": 2},
+    )  # its two seeds, not the params cell
+    assert drawn["keep_ratios_channel_flops_b0.3.png"] == (
+        "VGG16Prune-v0, channel, flops budget 0.3, seed 0",
+        ["amc"],
+    )
+
+
 def test_the_doc_block_between_the_markers_is_regenerated(tmp_path):
     from benchmarks.results_table import splice_doc
 
