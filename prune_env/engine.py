@@ -181,6 +181,69 @@ def _tolerant_reshape_mapping() -> Iterator[None]:
         _tp_index_mapping.update_reshape_index_mapping = original
 
 
+class _IndexMappingDiverged(Exception):
+    """torch-pruning mapped a channel index past the end of every tensor of the model."""
+
+
+def _largest_sample_tensor(model: nn.Module, example_input: torch.Tensor) -> int:
+    """Elements per sample of the largest tensor any module takes or returns.
+
+    No channel index of the model can reach it: the bound ``_bounded_flatten_mapping``
+    checks torch-pruning's index expansion against.
+    """
+    largest = example_input[:1].numel()
+
+    def hook(module, inputs, output):
+        nonlocal largest
+        outputs = output if isinstance(output, (tuple, list)) else (output,)
+        for t in (*inputs, *outputs):
+            if isinstance(t, torch.Tensor) and t.dim() > 0:
+                largest = max(largest, t[:1].numel())
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return largest
+
+
+@contextlib.contextmanager
+def _bounded_flatten_mapping(limit: int) -> Iterator[None]:
+    """Stop torch-pruning's flatten mapping once it points past every tensor of the model.
+
+    torch-pruning 1.6 reads a window partition (Swin's view/permute) as a flatten and, on the
+    way around the block, expands the indices by the stride again and again: 768 channels
+    became 2 million indices and the group build grew past 16 GB (torchvision's swin_t).
+    An index at or past ``limit`` (``_largest_sample_tensor``) cannot name a channel, so the
+    expansion raises ``_IndexMappingDiverged`` before it allocates, and the group is kept
+    whole with that reason.
+    """
+    mapping = _tp_index_mapping._FlattenIndexMapping
+    original = mapping.__call__
+
+    def bounded(self, idxs):
+        if not self.reverse and idxs:
+            end = (max(i.idx for i in idxs) + 1) * self._stride
+            if end > limit:
+                raise _IndexMappingDiverged(
+                    f"a flatten maps its channels to index {end - 1}, past the largest "
+                    f"tensor of the model ({limit} elements per sample)"
+                )
+        return original(self, idxs)
+
+    mapping.__call__ = bounded
+    try:
+        yield
+    finally:
+        mapping.__call__ = original
+
+
 def trace_dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
     """torch-pruning's dependency graph of ``model``; a trace failure names the argument."""
     with warnings.catch_warnings(), _tolerant_reshape_mapping():
@@ -196,11 +259,14 @@ def trace_dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.
             ) from e
 
 
-def _pruning_groups(graph: tp.DependencyGraph, ignored: set[nn.Module]) -> Iterator[tuple]:
+def _pruning_groups(
+    graph: tp.DependencyGraph, ignored: set[nn.Module], index_limit: int
+) -> Iterator[tuple]:
     """(root module, its pruning group or the exception that building it raised).
 
     ``DependencyGraph.get_all_groups`` with one difference: a group torch-pruning fails to
-    build (a split or reshape it maps wrongly) is reported instead of ending the iteration.
+    build (a split or reshape it maps wrongly, or indices it expands past ``index_limit``)
+    is reported instead of ending the iteration.
     """
     visited: set[nn.Module] = set()
     ignored = ignored | set(graph.IGNORED_LAYERS_IN_TRACING)
@@ -213,7 +279,8 @@ def _pruning_groups(graph: tp.DependencyGraph, ignored: set[nn.Module]) -> Itera
         if pruner is None or pruner.get_out_channels(module) is None:
             continue
         try:
-            with _tolerant_reshape_mapping():  # building a group re-runs the index mapping
+            # Building a group re-runs the index mapping.
+            with _tolerant_reshape_mapping(), _bounded_flatten_mapping(index_limit):
                 group = graph.get_pruning_group(
                     module,
                     pruner.prune_out_channels,
@@ -346,7 +413,8 @@ class ChannelEngine(_EngineBase):
         param_names = {p: n for n, p in model.named_parameters()}
         param_dims = {p: dim for p, dim in graph.unwrapped_parameters}
         candidates: list[_Candidate] = []
-        for root, group in _pruning_groups(graph, ignored):
+        index_limit = _largest_sample_tensor(model, example)
+        for root, group in _pruning_groups(graph, ignored, index_limit):
             root_name = names[root]
             try:
                 if isinstance(group, Exception):
@@ -934,24 +1002,30 @@ def tp_global_pruning(engine: ChannelEngine, pruning_ratio: float) -> dict[str, 
         for name, shape in engine.shapes.items()
         if shape.kind in ("conv", "linear") and not shape.out_slices
     ]
-    pruner = tp.pruner.MetaPruner(
-        net,
-        engine.example_input,
-        importance=importances[engine.importance](),
-        global_pruning=True,
-        pruning_ratio=pruning_ratio,
-        ignored_layers=ignored,
-    )
     names = {m: n for n, m in modules.items()}
     sizes = {u.name: u.size for u in engine.units}
     pruned: dict[str, np.ndarray] = {}
-    for group in pruner.step(interactive=True):
-        root = names[group[0].dep.target.module]
-        if root not in sizes:
-            raise RuntimeError(f"torch-pruning pruned the group of {root!r}, which no unit owns")
-        idxs = np.asarray([int(i) for i in group[0].idxs], dtype=np.int64)
-        if len(idxs):  # MetaPruner also yields the groups it takes nothing from
-            pruned[root] = np.unique(idxs % sizes[root])  # repeated per convolution group
+    # The engine's guards on torch-pruning's index mapping (a channel shuffle, a window
+    # partition read as a flatten): the groups they catch are ignored here already.
+    limit = _largest_sample_tensor(net, engine.example_input)
+    with _tolerant_reshape_mapping(), _bounded_flatten_mapping(limit):
+        pruner = tp.pruner.MetaPruner(
+            net,
+            engine.example_input,
+            importance=importances[engine.importance](),
+            global_pruning=True,
+            pruning_ratio=pruning_ratio,
+            ignored_layers=ignored,
+        )
+        for group in pruner.step(interactive=True):
+            root = names[group[0].dep.target.module]
+            if root not in sizes:
+                raise RuntimeError(
+                    f"torch-pruning pruned the group of {root!r}, which no unit owns"
+                )
+            idxs = np.asarray([int(i) for i in group[0].idxs], dtype=np.int64)
+            if len(idxs):  # MetaPruner also yields the groups it takes nothing from
+                pruned[root] = np.unique(idxs % sizes[root])  # repeated per convolution group
     return pruned
 
 

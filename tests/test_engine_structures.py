@@ -5,6 +5,8 @@ must equal the masked original (pruned channels zeroed) and its counted paramete
 must equal the engine's analytic ones; the structure itself must be pruned, not kept whole.
 """
 
+import contextlib
+import signal
 import warnings
 
 import numpy as np
@@ -13,6 +15,26 @@ import torch
 from torch import nn
 
 from prune_env.engine import ChannelEngine, measure_resources
+
+
+class _Overran(BaseException):  # not an Exception: the engine must not catch it as a reason
+    pass
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail a check that would otherwise run (and allocate) without end."""
+
+    def overran(signum, frame):
+        raise _Overran(f"took over {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, overran)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _randomise(model: nn.Module) -> nn.Module:
@@ -312,3 +334,57 @@ def test_a_group_rejected_for_a_clash_is_cleared_when_accepted_later():
     b = _Candidate("B", 2, [DimSlice("c1.0", "out", r[:2], r[:2])], np.ones(2))
     assert engine._claim([a, b]) == [b]
     assert "grouped convolution" in engine.kept_whole["A"] and "B" not in engine.kept_whole
+
+
+def tiny_swin() -> nn.Module:
+    from torchvision.models import SwinTransformer
+
+    torch.manual_seed(0)
+    return SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=[1, 1],
+        num_heads=[1, 1],
+        window_size=[2, 2],
+        num_classes=10,
+    ).eval()
+
+
+def test_a_window_partition_is_kept_whole_instead_of_expanding_without_end():
+    # torch-pruning reads Swin's window partition as a flatten and expands the indices by its
+    # stride again and again: without the bound this 19k-parameter model does not finish
+    # (swin_t grew past 16 GB). With it: under a second, the MLPs' hidden channels pruned.
+    model, x = tiny_swin(), torch.randn(2, 3, 32, 32)
+    with deadline(60), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine = ChannelEngine(model, x)
+    diverged = [r for r in engine.kept_whole.values() if "past the largest tensor" in r]
+    assert len(diverged) == 2, engine.kept_whole
+    assert [u.name for u in engine.units] == ["features.1.0.mlp.0", "features.3.0.mlp.0"]
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        counts = [int(rng.integers(1, u.size)) for u in engine.units]
+        pruned, masked = engine.build(counts), engine.build_masked(counts)
+        with torch.no_grad():
+            assert torch.allclose(pruned(x), masked(x), atol=1e-5, rtol=1e-4)
+        assert measure_resources(pruned, x[:1]) == engine.resources(counts)
+
+
+def test_the_flatten_bound_passes_what_fits_and_stops_what_does_not():
+    from torch_pruning import _helpers
+    from torch_pruning.dependency.index_mapping import _FlattenIndexMapping
+
+    from prune_env.engine import _bounded_flatten_mapping, _IndexMappingDiverged
+
+    flatten = _FlattenIndexMapping(stride=4)
+    idxs = [_helpers._HybridIndex(idx=i, root_idx=i) for i in (0, 2)]
+    expected = [i.idx for i in flatten(idxs)]
+    with _bounded_flatten_mapping(limit=12):  # channel 2 maps to 8..11: fits
+        assert [i.idx for i in flatten(idxs)] == expected == [0, 1, 2, 3, 8, 9, 10, 11]
+    with _bounded_flatten_mapping(limit=11), pytest.raises(_IndexMappingDiverged, match="11"):
+        flatten(idxs)
+    assert [i.idx for i in flatten(idxs)] == expected  # the original is back
+    reverse = _FlattenIndexMapping(stride=4, reverse=True)
+    flat = flatten(idxs)
+    with _bounded_flatten_mapping(limit=1):  # a reverse mapping only shrinks: never stopped
+        assert sorted(i.idx for i in reverse(flat)) == [0, 2]

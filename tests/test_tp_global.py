@@ -2,6 +2,7 @@
 
 import copy
 import json
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -99,3 +100,26 @@ def test_tp_global_reports_where_the_min_keep_floor_departs_from_metapruner():
 def test_tp_global_refuses_what_torch_pruning_has_no_global_pruning_for(kwargs):
     with pytest.raises(ValueError, match="tp_global is torch-pruning's global channel pruning"):
         registry.run("tp_global", _env("VGG11Prune-v0", **kwargs), total_timesteps=1)
+
+
+@pytest.mark.parametrize("structure", ["shuffle", "swin"])
+def test_global_pruner_runs_behind_the_engines_index_mapping_guards(structure):
+    # torchvision's ShuffleNetV2 made torch-pruning divide by zero while MetaPruner traced it.
+    import torchvision
+
+    from tests.test_engine_structures import deadline, tiny_swin
+
+    torch.manual_seed(0)
+    if structure == "shuffle":
+        model = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+        x = torch.randn(2, 3, 32, 32)
+    else:
+        model, x = tiny_swin(), torch.randn(2, 3, 32, 32)
+    with deadline(60), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine = ChannelEngine(model, x)
+        pruned = tp_global_pruning(engine, 0.5)
+    sizes = {u.name: u.size for u in engine.units}
+    assert pruned and set(pruned) <= set(sizes)
+    for name, positions in pruned.items():
+        assert 0 < len(positions) < sizes[name] and positions.max() < sizes[name]
