@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import group as _tp_group
 from torch_pruning.dependency import index_mapping as _tp_index_mapping
 
 IMPORTANCES = ("l1", "l2", "bn_scale", "random")
@@ -185,20 +186,32 @@ class _IndexMappingDiverged(Exception):
     """torch-pruning mapped a channel index past the end of every tensor of the model."""
 
 
-def _largest_sample_tensor(model: nn.Module, example_input: torch.Tensor) -> int:
-    """Elements per sample of the largest tensor any module takes or returns.
+@dataclass(frozen=True)
+class _IndexBounds:
+    """What building one pruning group of a model may do (see ``_bounded_index_mapping``)."""
 
-    No channel index of the model can reach it: the bound ``_bounded_flatten_mapping``
-    checks torch-pruning's index expansion against.
+    channels: int  # largest dimension of any parameter: no channel count exceeds it
+    elements: int  # elements per sample of the largest tensor any module takes or returns
+    # Times one node may join one group. A sound group needed at most 16 over torchvision's
+    # classifiers (ShuffleNetV2's shuffle; others 2-6); MaxViT's blocks had passed 200 at 7 s.
+    visits: int = 64
+
+
+def _index_bounds(model: nn.Module, example_input: torch.Tensor) -> _IndexBounds:
+    """The bounds of ``model``'s channel indices, from its parameters and one traced sample.
+
+    Every channel count meets a parameter: a Conv/Linear/norm of that width, or after a
+    flatten a Linear whose input is the channels times the positions.
     """
-    largest = example_input[:1].numel()
+    channels = max([example_input.shape[1], *(max(p.shape) for p in model.parameters() if p.dim())])
+    elements = example_input[:1].numel()
 
     def hook(module, inputs, output):
-        nonlocal largest
+        nonlocal elements
         outputs = output if isinstance(output, (tuple, list)) else (output,)
         for t in (*inputs, *outputs):
             if isinstance(t, torch.Tensor) and t.dim() > 0:
-                largest = max(largest, t[:1].numel())
+                elements = max(elements, t[:1].numel())
 
     hooks = [m.register_forward_hook(hook) for m in model.modules()]
     was_training = model.training
@@ -210,38 +223,57 @@ def _largest_sample_tensor(model: nn.Module, example_input: torch.Tensor) -> int
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return largest
+    return _IndexBounds(channels, elements)
 
 
 @contextlib.contextmanager
-def _bounded_flatten_mapping(limit: int) -> Iterator[None]:
-    """Stop torch-pruning's flatten mapping once it points past every tensor of the model.
+def _bounded_index_mapping(bounds: _IndexBounds) -> Iterator[None]:
+    """Stop torch-pruning's group building once its index mapping runs away.
 
-    torch-pruning 1.6 reads a window partition (Swin's view/permute) as a flatten and, on the
-    way around the block, expands the indices by the stride again and again: 768 channels
-    became 2 million indices and the group build grew past 16 GB (torchvision's swin_t).
-    An index at or past ``limit`` (``_largest_sample_tensor``) cannot name a channel, so the
-    expansion raises ``_IndexMappingDiverged`` before it allocates, and the group is kept
-    whole with that reason.
+    torch-pruning 1.6 reads a window partition (Swin's and MaxViT's view/permute) as a
+    flatten. Around a Swin block it expands the indices by the stride again and again: 768
+    channels became 2 million indices and the build grew past 16 GB (torchvision's swin_t).
+    Around a MaxViT block it circles with ever new index sets (one node joined one group 200
+    times in 7 s; the build passed 10 GB). So a flatten's input must be channels (below
+    ``bounds.channels``) and its output must fit in a tensor (below ``bounds.elements``), and
+    a node may join a group at most ``bounds.visits`` times. Otherwise
+    ``_IndexMappingDiverged`` is raised before more is allocated, and the group is kept whole
+    with that reason.
     """
     mapping = _tp_index_mapping._FlattenIndexMapping
-    original = mapping.__call__
+    original_call, original_add = mapping.__call__, _tp_group.Group.add_dep
 
-    def bounded(self, idxs):
+    def bounded_call(self, idxs):
         if not self.reverse and idxs:
-            end = (max(i.idx for i in idxs) + 1) * self._stride
-            if end > limit:
+            top = max(i.idx for i in idxs) + 1
+            if top > bounds.channels:
                 raise _IndexMappingDiverged(
-                    f"a flatten maps its channels to index {end - 1}, past the largest "
-                    f"tensor of the model ({limit} elements per sample)"
+                    f"a flatten expands index {top - 1} again, past the widest layer of the "
+                    f"model ({bounds.channels} channels)"
                 )
-        return original(self, idxs)
+            if top * self._stride > bounds.elements:
+                raise _IndexMappingDiverged(
+                    f"a flatten maps its channels to index {top * self._stride - 1}, past the "
+                    f"largest tensor of the model ({bounds.elements} elements per sample)"
+                )
+        return original_call(self, idxs)
 
-    mapping.__call__ = bounded
+    def bounded_add(self, dep, idxs):
+        visits = self.__dict__.setdefault("_prune_env_visits", {})
+        visits[dep.target] = visits.get(dep.target, 0) + 1
+        if visits[dep.target] > bounds.visits:
+            node = dep.target._name or type(dep.target.module).__name__
+            raise _IndexMappingDiverged(
+                f"its group reaches {node} more than {bounds.visits} times, each time with "
+                "other indices"
+            )
+        return original_add(self, dep, idxs)
+
+    mapping.__call__, _tp_group.Group.add_dep = bounded_call, bounded_add
     try:
         yield
     finally:
-        mapping.__call__ = original
+        mapping.__call__, _tp_group.Group.add_dep = original_call, original_add
 
 
 def trace_dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
@@ -260,12 +292,12 @@ def trace_dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.
 
 
 def _pruning_groups(
-    graph: tp.DependencyGraph, ignored: set[nn.Module], index_limit: int
+    graph: tp.DependencyGraph, ignored: set[nn.Module], bounds: _IndexBounds
 ) -> Iterator[tuple]:
     """(root module, its pruning group or the exception that building it raised).
 
     ``DependencyGraph.get_all_groups`` with one difference: a group torch-pruning fails to
-    build (a split or reshape it maps wrongly, or indices it expands past ``index_limit``)
+    build (a split or reshape it maps wrongly, or indices it expands past ``bounds``)
     is reported instead of ending the iteration.
     """
     visited: set[nn.Module] = set()
@@ -280,7 +312,7 @@ def _pruning_groups(
             continue
         try:
             # Building a group re-runs the index mapping.
-            with _tolerant_reshape_mapping(), _bounded_flatten_mapping(index_limit):
+            with _tolerant_reshape_mapping(), _bounded_index_mapping(bounds):
                 group = graph.get_pruning_group(
                     module,
                     pruner.prune_out_channels,
@@ -413,8 +445,8 @@ class ChannelEngine(_EngineBase):
         param_names = {p: n for n, p in model.named_parameters()}
         param_dims = {p: dim for p, dim in graph.unwrapped_parameters}
         candidates: list[_Candidate] = []
-        index_limit = _largest_sample_tensor(model, example)
-        for root, group in _pruning_groups(graph, ignored, index_limit):
+        bounds = _index_bounds(model, example)
+        for root, group in _pruning_groups(graph, ignored, bounds):
             root_name = names[root]
             try:
                 if isinstance(group, Exception):
@@ -1007,8 +1039,8 @@ def tp_global_pruning(engine: ChannelEngine, pruning_ratio: float) -> dict[str, 
     pruned: dict[str, np.ndarray] = {}
     # The engine's guards on torch-pruning's index mapping (a channel shuffle, a window
     # partition read as a flatten): the groups they catch are ignored here already.
-    limit = _largest_sample_tensor(net, engine.example_input)
-    with _tolerant_reshape_mapping(), _bounded_flatten_mapping(limit):
+    bounds = _index_bounds(net, engine.example_input)
+    with _tolerant_reshape_mapping(), _bounded_index_mapping(bounds):
         pruner = tp.pruner.MetaPruner(
             net,
             engine.example_input,

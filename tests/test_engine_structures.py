@@ -358,7 +358,7 @@ def test_a_window_partition_is_kept_whole_instead_of_expanding_without_end():
     with deadline(60), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         engine = ChannelEngine(model, x)
-    diverged = [r for r in engine.kept_whole.values() if "past the largest tensor" in r]
+    diverged = [r for r in engine.kept_whole.values() if "_IndexMappingDiverged" in r]
     assert len(diverged) == 2, engine.kept_whole
     assert [u.name for u in engine.units] == ["features.1.0.mlp.0", "features.3.0.mlp.0"]
     rng = np.random.default_rng(0)
@@ -374,17 +374,26 @@ def test_the_flatten_bound_passes_what_fits_and_stops_what_does_not():
     from torch_pruning import _helpers
     from torch_pruning.dependency.index_mapping import _FlattenIndexMapping
 
-    from prune_env.engine import _bounded_flatten_mapping, _IndexMappingDiverged
+    from prune_env.engine import _bounded_index_mapping, _IndexBounds, _IndexMappingDiverged
 
     flatten = _FlattenIndexMapping(stride=4)
     idxs = [_helpers._HybridIndex(idx=i, root_idx=i) for i in (0, 2)]
     expected = [i.idx for i in flatten(idxs)]
-    with _bounded_flatten_mapping(limit=12):  # channel 2 maps to 8..11: fits
+    # channel 2 of 3 maps to features 8..11 of 12: fits
+    with _bounded_index_mapping(_IndexBounds(channels=3, elements=12)):
         assert [i.idx for i in flatten(idxs)] == expected == [0, 1, 2, 3, 8, 9, 10, 11]
-    with _bounded_flatten_mapping(limit=11), pytest.raises(_IndexMappingDiverged, match="11"):
+    with (
+        _bounded_index_mapping(_IndexBounds(channels=3, elements=11)),
+        pytest.raises(_IndexMappingDiverged, match="index 11, past the largest tensor"),
+    ):
+        flatten(idxs)
+    with (  # index 2 is no channel of a model whose widest layer has 2: expanded already
+        _bounded_index_mapping(_IndexBounds(channels=2, elements=100)),
+        pytest.raises(_IndexMappingDiverged, match="index 2 again, past the widest layer"),
+    ):
         flatten(idxs)
     assert [i.idx for i in flatten(idxs)] == expected  # the original is back
     reverse = _FlattenIndexMapping(stride=4, reverse=True)
     flat = flatten(idxs)
-    with _bounded_flatten_mapping(limit=1):  # a reverse mapping only shrinks: never stopped
+    with _bounded_index_mapping(_IndexBounds(channels=1, elements=1)):  # only shrinks
         assert sorted(i.idx for i in reverse(flat)) == [0, 2]
