@@ -47,11 +47,16 @@ DEFAULT_ARCHS = (
     "vgg11_bn",
     "alexnet",
     "convnext_tiny",
+    "swin_t",
+    "swin_v2_t",
+    "maxvit_t",
+    "vit_b_16",
 )
 
 
-# Architectures whose pooling needs larger inputs than --size.
-MIN_SIZE = {"alexnet": 64}
+# Architectures whose pooling (alexnet) or fixed patch grid (maxvit, vit) needs larger
+# inputs than --size.
+MIN_SIZE = {"alexnet": 64, "maxvit_t": 224, "vit_b_16": 224}
 
 
 def build(arch: str, classes: int) -> torch.nn.Module:
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     rows, failed = [], False
-    columns = ["arch", "units", "kept whole", "lowest FLOPs", "forward", "pruned==masked"]
+    columns = ["arch", "px", "units", "kept whole", "lowest FLOPs", "forward", "pruned==masked"]
     columns += ["costs exact", "env episode", "s"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         failed |= not good
         print(
-            f"| {arch} | {row['units']} | {row['kept_whole']} | "
+            f"| {arch} | {row['input_size']} | {row['units']} | {row['kept_whole']} | "
             f"{row['lowest_flops_fraction']:.4f} | {row['forward']} | "
             f"{row['pruned_equals_masked']} | {row['costs_exact']} | "
             f"{row['env_cost_matches']} | {row['engine_seconds']:.1f} |",
