@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 import warnings
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
+    start = time.perf_counter()
     rows, failed = [], False
     columns = ["arch", "px", "units", "kept whole", "lowest FLOPs", "forward", "pruned==masked"]
     columns += ["costs exact", "env episode", "s"]
@@ -178,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         for root, reason in row.get("kept_whole_reasons", {}).items():
             print(f"{row['arch']}: kept whole {root}: {reason}")
+    # ru_maxrss is in KiB on Linux: the peak of the whole run, every architecture included.
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(
+        f"total {time.perf_counter() - start:.0f} s, peak memory {peak_gib:.1f} GiB, "
+        f"{torch.get_num_threads()} threads"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -183,14 +183,17 @@ def _tolerant_reshape_mapping() -> Iterator[None]:
 
 
 class _IndexMappingDiverged(Exception):
-    """torch-pruning mapped a channel index past the end of every tensor of the model."""
+    """torch-pruning's group build left the model's channels or circled (``_IndexBounds``)."""
 
 
 @dataclass(frozen=True)
 class _IndexBounds:
     """What building one pruning group of a model may do (see ``_bounded_index_mapping``)."""
 
-    channels: int  # largest dimension of any parameter: no channel count exceeds it
+    # Largest dimension of any parameter (or the input's channels). A flatten's input is
+    # channels C of a tensor whose C * positions features feed a Linear: C is at most that
+    # Linear's width, so a larger index entering a flatten has been expanded already.
+    channels: int
     elements: int  # elements per sample of the largest tensor any module takes or returns
     # Times one node may join one group. A sound group needed at most 16 over torchvision's
     # classifiers (ShuffleNetV2's shuffle; others 2-6); MaxViT's blocks had passed 200 at 7 s.
@@ -198,27 +201,24 @@ class _IndexBounds:
 
 
 def _index_bounds(model: nn.Module, example_input: torch.Tensor) -> _IndexBounds:
-    """The bounds of ``model``'s channel indices, from its parameters and one traced sample.
-
-    Every channel count meets a parameter: a Conv/Linear/norm of that width, or after a
-    flatten a Linear whose input is the channels times the positions.
-    """
+    """The bounds of ``model``'s group builds, from its parameters and one traced sample."""
     channels = max([example_input.shape[1], *(max(p.shape) for p in model.parameters() if p.dim())])
-    elements = example_input[:1].numel()
+    sample = example_input[:1]
+    elements = sample.numel()
 
-    def hook(module, inputs, output):
+    def hook(module: nn.Module, inputs: tuple, output: object) -> None:
         nonlocal elements
         outputs = output if isinstance(output, (tuple, list)) else (output,)
         for t in (*inputs, *outputs):
-            if isinstance(t, torch.Tensor) and t.dim() > 0:
-                elements = max(elements, t[:1].numel())
+            if isinstance(t, torch.Tensor):  # one sample: whatever its batch dimension
+                elements = max(elements, t.numel())
 
     hooks = [m.register_forward_hook(hook) for m in model.modules()]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(example_input[:1])
+            model(sample)
     finally:
         for h in hooks:
             h.remove()
@@ -243,7 +243,7 @@ def _bounded_index_mapping(bounds: _IndexBounds) -> Iterator[None]:
     mapping = _tp_index_mapping._FlattenIndexMapping
     original_call, original_add = mapping.__call__, _tp_group.Group.add_dep
 
-    def bounded_call(self, idxs):
+    def bounded_call(self, idxs: list) -> list:
         if not self.reverse and idxs:
             top = max(i.idx for i in idxs) + 1
             if top > bounds.channels:
@@ -258,15 +258,12 @@ def _bounded_index_mapping(bounds: _IndexBounds) -> Iterator[None]:
                 )
         return original_call(self, idxs)
 
-    def bounded_add(self, dep, idxs):
+    def bounded_add(self, dep, idxs: list) -> None:
         visits = self.__dict__.setdefault("_prune_env_visits", {})
         visits[dep.target] = visits.get(dep.target, 0) + 1
         if visits[dep.target] > bounds.visits:
-            node = dep.target._name or type(dep.target.module).__name__
-            raise _IndexMappingDiverged(
-                f"its group reaches {node} more than {bounds.visits} times, each time with "
-                "other indices"
-            )
+            node = dep.target._name or str(dep.target.module)  # op nodes: "_SplitOp_36(...)"
+            raise _IndexMappingDiverged(f"its group reaches {node} more than {bounds.visits} times")
         return original_add(self, dep, idxs)
 
     mapping.__call__, _tp_group.Group.add_dep = bounded_call, bounded_add
@@ -274,6 +271,15 @@ def _bounded_index_mapping(bounds: _IndexBounds) -> Iterator[None]:
         yield
     finally:
         mapping.__call__, _tp_group.Group.add_dep = original_call, original_add
+
+
+@contextlib.contextmanager
+def _diverged_as_runtime_error(what: str) -> Iterator[None]:
+    """A bound hit where no group can be kept whole is the caller's error, said in words."""
+    try:
+        yield
+    except _IndexMappingDiverged as e:
+        raise RuntimeError(f"{what} could not build a pruning group: {e}") from e
 
 
 def trace_dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
@@ -1040,7 +1046,11 @@ def tp_global_pruning(engine: ChannelEngine, pruning_ratio: float) -> dict[str, 
     # The engine's guards on torch-pruning's index mapping (a channel shuffle, a window
     # partition read as a flatten): the groups they catch are ignored here already.
     bounds = _index_bounds(net, engine.example_input)
-    with _tolerant_reshape_mapping(), _bounded_index_mapping(bounds):
+    with (
+        _tolerant_reshape_mapping(),
+        _bounded_index_mapping(bounds),
+        _diverged_as_runtime_error("torch-pruning's MetaPruner"),
+    ):
         pruner = tp.pruner.MetaPruner(
             net,
             engine.example_input,

@@ -5,8 +5,6 @@ must equal the masked original (pruned channels zeroed) and its counted paramete
 must equal the engine's analytic ones; the structure itself must be pruned, not kept whole.
 """
 
-import contextlib
-import signal
 import warnings
 
 import numpy as np
@@ -15,26 +13,7 @@ import torch
 from torch import nn
 
 from prune_env.engine import ChannelEngine, measure_resources
-
-
-class _Overran(BaseException):  # not an Exception: the engine must not catch it as a reason
-    pass
-
-
-@contextlib.contextmanager
-def deadline(seconds: int):
-    """Fail a check that would otherwise run (and allocate) without end."""
-
-    def overran(signum, frame):
-        raise _Overran(f"took over {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, overran)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+from tests.conftest import deadline, tiny_swin
 
 
 def _randomise(model: nn.Module) -> nn.Module:
@@ -336,20 +315,6 @@ def test_a_group_rejected_for_a_clash_is_cleared_when_accepted_later():
     assert "grouped convolution" in engine.kept_whole["A"] and "B" not in engine.kept_whole
 
 
-def tiny_swin() -> nn.Module:
-    from torchvision.models import SwinTransformer
-
-    torch.manual_seed(0)
-    return SwinTransformer(
-        patch_size=[4, 4],
-        embed_dim=16,
-        depths=[1, 1],
-        num_heads=[1, 1],
-        window_size=[2, 2],
-        num_classes=10,
-    ).eval()
-
-
 def test_a_window_partition_is_kept_whole_instead_of_expanding_without_end():
     # torch-pruning reads Swin's window partition as a flatten and expands the indices by its
     # stride again and again: without the bound this 19k-parameter model does not finish
@@ -382,18 +347,46 @@ def test_the_flatten_bound_passes_what_fits_and_stops_what_does_not():
     # channel 2 of 3 maps to features 8..11 of 12: fits
     with _bounded_index_mapping(_IndexBounds(channels=3, elements=12)):
         assert [i.idx for i in flatten(idxs)] == expected == [0, 1, 2, 3, 8, 9, 10, 11]
+    # The bound is left by its exception, as in a group build; the original must come back.
     with (
-        _bounded_index_mapping(_IndexBounds(channels=3, elements=11)),
         pytest.raises(_IndexMappingDiverged, match="index 11, past the largest tensor"),
+        _bounded_index_mapping(_IndexBounds(channels=3, elements=11)),
     ):
         flatten(idxs)
+    assert [i.idx for i in flatten(idxs)] == expected
     with (  # index 2 is no channel of a model whose widest layer has 2: expanded already
-        _bounded_index_mapping(_IndexBounds(channels=2, elements=100)),
         pytest.raises(_IndexMappingDiverged, match="index 2 again, past the widest layer"),
+        _bounded_index_mapping(_IndexBounds(channels=2, elements=100)),
     ):
         flatten(idxs)
-    assert [i.idx for i in flatten(idxs)] == expected  # the original is back
+    assert [i.idx for i in flatten(idxs)] == expected
     reverse = _FlattenIndexMapping(stride=4, reverse=True)
     flat = flatten(idxs)
     with _bounded_index_mapping(_IndexBounds(channels=1, elements=1)):  # only shrinks
         assert sorted(i.idx for i in reverse(flat)) == [0, 2]
+
+
+def test_the_visit_bound_counts_each_node_per_group():
+    from torch_pruning import _helpers
+    from torch_pruning.dependency.dependency import Dependency
+    from torch_pruning.dependency.group import Group
+    from torch_pruning.dependency.node import Node
+
+    from prune_env.engine import _bounded_index_mapping, _IndexBounds, _IndexMappingDiverged
+
+    fc, other = (Node(nn.Linear(2, 2), None, name=n) for n in ("fc", "other"))
+    to_fc, to_other = Dependency(None, None, fc, fc), Dependency(None, None, fc, other)
+    idxs = [_helpers._HybridIndex(idx=0, root_idx=0)]
+    first, second = Group(), Group()
+    with (
+        pytest.raises(_IndexMappingDiverged, match="reaches fc more than 2 times"),
+        _bounded_index_mapping(_IndexBounds(channels=2, elements=2, visits=2)),
+    ):
+        for group in (first, second):  # counted per group: both may reach fc twice
+            group.add_dep(to_fc, idxs)
+            group.add_dep(to_fc, idxs)
+            group.add_dep(to_other, idxs)  # and per node
+        assert len(first) == len(second) == 3
+        second.add_dep(to_fc, idxs)  # the third time in one group
+    assert len(second) == 3
+    Group().add_dep(to_fc, idxs)  # the original is back: no count, no bound

@@ -190,8 +190,8 @@ class PruneEnv(gym.Env):
     BatchNorm (affine or not), residual adds, concatenations and splits (DenseNet, Inception,
     SqueezeNet), squeeze-excite gates and ``nn.Parameter`` tensors used on a channel dimension.
     A group that reaches anything else (LayerNorm/GroupNorm, transposed convolutions, a channel
-    shuffle torch-pruning cannot map, a reshape it maps past the end of every tensor, such as
-    Swin's window partition) is kept whole: ``env.engine.kept_whole`` names its root
+    shuffle torch-pruning cannot map, a window partition it mistakes for a flatten and maps
+    without end, as in Swin and MaxViT) is kept whole: ``env.engine.kept_whole`` names its root
     layer and the reason, and one warning says it at construction. Every group is checked
     there: the pruned network equals the masked one and its counted params/MACs equal the
     analytic ones (``benchmarks/zoo_check.py`` runs this over torchvision's zoo). With
@@ -375,8 +375,8 @@ class PruneEnv(gym.Env):
       Revised 2026-12: a registered id no longer trains a missing base model unless
       ``train_base=True`` (``prune_env.zoo.prepare_base_model`` is the explicit step).
       ``base_numerics`` added (default unchanged). A group whose index mapping torch-pruning
-      expands past every tensor (Swin's window partition) is kept whole; building the env
-      for torchvision's swin_t used to exhaust memory.
+      runs away on (Swin's and MaxViT's window partitions) is kept whole; building the env
+      for torchvision's swin_t or maxvit_t used to exhaust memory.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
