@@ -190,9 +190,9 @@ class _IndexMappingDiverged(Exception):
 class _IndexBounds:
     """What building one pruning group of a model may do (see ``_bounded_index_mapping``)."""
 
-    # Largest dimension of any parameter (or the input's channels). A flatten's input is
-    # channels C of a tensor whose C * positions features feed a Linear: C is at most that
-    # Linear's width, so a larger index entering a flatten has been expanded already.
+    # Largest dimension of any parameter. A flatten's input is channels C of a tensor whose
+    # C * positions features feed a Linear: C is at most that Linear's width, so a larger
+    # index entering a flatten has been expanded already.
     channels: int
     elements: int  # elements per sample of the largest tensor any module takes or returns
     # Times one node may join one group. A sound group needed at most 16 over torchvision's
@@ -202,7 +202,7 @@ class _IndexBounds:
 
 def _index_bounds(model: nn.Module, example_input: torch.Tensor) -> _IndexBounds:
     """The bounds of ``model``'s group builds, from its parameters and one traced sample."""
-    channels = max([example_input.shape[1], *(max(p.shape) for p in model.parameters() if p.dim())])
+    channels = max((max(p.shape) for p in model.parameters() if p.dim()), default=1)
     sample = example_input[:1]
     elements = sample.numel()
 
