@@ -107,16 +107,21 @@ def _module_spatial(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
                 spatial[name] = int(output[:1].numel() // channels)
 
             hooks.append(module.register_forward_hook(hook))
+    _forward_once(model, example_input[:1], hooks)
+    return spatial  # dict insertion order = execution order
+
+
+def _forward_once(model: nn.Module, sample: torch.Tensor, hooks: list) -> None:
+    """Run ``model`` on ``sample`` in eval mode without gradients, then remove ``hooks``."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(example_input[:1])
+            model(sample)
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return spatial  # dict insertion order = execution order
 
 
 def _layer_shapes(model: nn.Module, spatial: dict[str, int]) -> dict[str, LayerShape]:
@@ -213,16 +218,7 @@ def _index_bounds(model: nn.Module, example_input: torch.Tensor) -> _IndexBounds
             if isinstance(t, torch.Tensor):  # one sample: whatever its batch dimension
                 elements = max(elements, t.numel())
 
-    hooks = [m.register_forward_hook(hook) for m in model.modules()]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    _forward_once(model, sample, [m.register_forward_hook(hook) for m in model.modules()])
     return _IndexBounds(channels, elements)
 
 
@@ -451,8 +447,8 @@ class ChannelEngine(_EngineBase):
         param_names = {p: n for n, p in model.named_parameters()}
         param_dims = {p: dim for p, dim in graph.unwrapped_parameters}
         candidates: list[_Candidate] = []
-        bounds = _index_bounds(model, example)
-        for root, group in _pruning_groups(graph, ignored, bounds):
+        self.index_bounds = _index_bounds(model, example)  # tp_global_pruning reuses them
+        for root, group in _pruning_groups(graph, ignored, self.index_bounds):
             root_name = names[root]
             try:
                 if isinstance(group, Exception):
@@ -1045,10 +1041,9 @@ def tp_global_pruning(engine: ChannelEngine, pruning_ratio: float) -> dict[str, 
     pruned: dict[str, np.ndarray] = {}
     # The engine's guards on torch-pruning's index mapping (a channel shuffle, a window
     # partition read as a flatten): the groups they catch are ignored here already.
-    bounds = _index_bounds(net, engine.example_input)
     with (
         _tolerant_reshape_mapping(),
-        _bounded_index_mapping(bounds),
+        _bounded_index_mapping(engine.index_bounds),  # net is a copy of the engine's base
         _diverged_as_runtime_error("torch-pruning's MetaPruner"),
     ):
         pruner = tp.pruner.MetaPruner(
