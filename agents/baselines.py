@@ -201,7 +201,7 @@ class TorchPruningGlobal(MagnitudeGlobalBaseline):
 
     def _compare_with_torch_pruning(self) -> dict[str, Any]:
         env, engine = self.prune_env, self.prune_env.engine
-        counts = env._counts(np.asarray(self.best_ratios))
+        counts = env.counts(self.best_ratios)
         scores = engine.global_scores()
         # the channels under the global threshold: what MetaPruner removes at this ratio
         n_pruned = int(sum(int(np.sum(s < self.threshold)) for s in scores))

@@ -172,7 +172,7 @@ def paper_way(u, ratios: np.ndarray) -> float:
 
     start = time.perf_counter()
     net = copy.deepcopy(u.base_model)
-    masked = u.engine.build_masked(u._counts(ratios))  # zeroed channels, full shapes
+    masked = u.engine.build_masked(u.counts(ratios))  # zeroed channels, full shapes
     net.load_state_dict(masked.state_dict())
     correct = 0
     with torch.no_grad():

@@ -14,9 +14,10 @@ from torch.utils.data import Dataset
 
 import prune_env
 from prune_env.data import DatasetInfo, Split, dataset_info
+from prune_env.devices import resolve_device
 from prune_pipeline.config import ConfigError, JobConfig
 from prune_pipeline.job import JobResult, run_job
-from prune_pipeline.task import NormalisedImages, Task, build_user_model, resolve_device
+from prune_pipeline.task import NormalisedImages, Task, build_user_model
 
 Data = Dataset | tuple[torch.Tensor, torch.Tensor]
 

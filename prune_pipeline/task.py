@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 import prune_env
 from prune_env.data import DatasetInfo, Split, dataset_info, load_split, normalise
+from prune_env.devices import resolve_device
 from prune_env.paths import home_dir
 from prune_env.zoo import (
     HELDOUT_RULE,
@@ -146,13 +147,6 @@ def make_task(cfg: JobConfig) -> Task:
         env_factory=partial(prune_env.make, cfg.env, **kwargs),
         base_source=str(base.meta.get("source")),
     )
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ... as a torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------- your own model

@@ -28,6 +28,7 @@ from prune_env.data import (
     dataset_info,
     normalise,
 )
+from prune_env.devices import resolve_device
 from prune_env.engine import IMPORTANCES, make_engine
 from prune_env.evaluation import (
     REWARDS,
@@ -57,20 +58,6 @@ def _bn_mode(value: bool | str) -> str:
             f"bn_recalibrate must be True/'calib', 'reward' or False/'off', got {value!r}"
         )
     return modes[value]
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N'..., got {device!r}"
-        ) from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available here; use 'cpu' or 'auto'")
-    return resolved
 
 
 def _train_data_length(data: Any) -> int:
@@ -482,7 +469,7 @@ class PruneEnv(gym.Env):
             early_stop,
             early_stop_z,
         )
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         if channels_last not in (True, False, "auto"):
             raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
         # Measured (benchmarks/env_speed.py): NHWC halves convolution time on CPU; not yet
@@ -826,6 +813,11 @@ class PruneEnv(gym.Env):
         return (cols / peak).astype(np.float32)
 
     # ----------------------------------------------------------------- MDP
+    def counts(self, ratios: Sequence[float]) -> np.ndarray:
+        """The channels (weights) the env keeps per layer for keep ``ratios`` (clipped to
+        ``[min_keep, 1]``, rounded to ``channel_round``)."""
+        return self._counts(np.clip(np.asarray(ratios, dtype=np.float64), self.min_keep, 1.0))
+
     def _counts(self, ratios: np.ndarray) -> np.ndarray:
         step = self.channel_round if self.granularity == "channel" else 1
         counts = np.round(ratios * self._sizes / step).astype(np.int64) * step
