@@ -8,7 +8,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from prune_env.costs import within_budget
+from prune_env.constraints import within_budget
 
 
 @dataclass

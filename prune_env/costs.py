@@ -8,7 +8,6 @@ fixed batch). Any callable ``f(model) -> float`` is a cost too: the env divides 
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from prune_env.constraints import check_budget
 
 BUILTIN_COSTS = ("params", "flops", "latency")
 CostFn = Callable[[nn.Module], float]
@@ -32,26 +33,6 @@ class CostSpec:
     @property
     def analytic(self) -> bool:
         return self.name in ("params", "flops") and self.fn is None
-
-
-# Costs summed over an episode's steps carry rounding error; the env, the episode recorder
-# and the job all judge feasibility with this one function, so they never disagree.
-FEASIBILITY_ATOL = 1e-12
-
-
-def within_budget(cost: float, budget: float) -> bool:
-    """Whether ``cost`` meets ``budget`` (the one feasibility test of the package)."""
-    return float(cost) <= float(budget) + FEASIBILITY_ATOL
-
-
-def check_budget(budget: float, name: str = "budget") -> float:
-    try:
-        value = float(budget)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1], got {budget!r}") from None
-    if not math.isfinite(value) or not 0 < value <= 1:
-        raise ValueError(f"{name} must be a number in (0, 1], got {budget!r}")
-    return value
 
 
 def _spec(key: str | CostFn, budget: float) -> CostSpec:

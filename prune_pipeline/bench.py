@@ -31,7 +31,7 @@ import numpy as np
 import prune_env
 from agents import registry
 from agents.recording import rollout
-from prune_env.costs import within_budget
+from prune_env.constraints import within_budget
 from prune_env.paths import atomic_write_bytes, atomic_write_json
 from prune_pipeline.config import ConfigError, add_arguments, from_mapping
 from prune_pipeline.plots import plot_learning_curves

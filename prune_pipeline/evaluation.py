@@ -23,7 +23,7 @@ import numpy as np
 
 from agents import registry
 from agents.recording import rollout
-from prune_env.costs import within_budget
+from prune_env.constraints import within_budget
 from prune_pipeline.config import ConfigError, JobConfig
 from prune_pipeline.plots import plot_comparison, plot_keep_ratios
 from prune_pipeline.presets import agent_arguments

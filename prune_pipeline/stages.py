@@ -25,7 +25,7 @@ from torch import nn
 from agents import registry
 from agents.callbacks import SearchMonitor
 from agents.recording import EpisodeRecord, rollout, violation_rate_per_quarter
-from prune_env.costs import within_budget
+from prune_env.constraints import within_budget
 from prune_env.numerics import state_digest
 from prune_env.zoo import split_accuracy
 from prune_pipeline.pruned import finetune_pruned, measure

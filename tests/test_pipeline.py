@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from prune_env.costs import within_budget
+from prune_env.constraints import within_budget
 from prune_env.data import synthetic_split
 from prune_pipeline import load_pruned, prune
 from prune_pipeline.config import ConfigError, JobConfig, from_mapping, parse_value

@@ -20,7 +20,8 @@ from gymnasium import spaces
 from torch import nn
 from torch.utils.data import Dataset
 
-from prune_env.costs import CostSpec, check_budget, measure_latency, parse_costs, within_budget
+from prune_env.constraints import check_budget, within_budget
+from prune_env.costs import CostSpec, measure_latency, parse_costs
 from prune_env.data import (
     ALL_DATASETS,
     DatasetInfo,

@@ -11,7 +11,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from prune_env.costs import parse_costs, within_budget
+from prune_env.constraints import within_budget
+from prune_env.costs import parse_costs
 from prune_env.data import DATASETS
 from prune_env.envs.pruning import MODES, PruneEnv
 from prune_env.models import ARCH_INPUT, build_model
