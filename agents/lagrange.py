@@ -32,18 +32,12 @@ import torch
 from torch import nn
 
 LAGRANGIANS = ("gradient", "pid")
-# The defaults, in one place (PPOLagrangian's arguments read them). Chosen on
-# VGG16PruneSurrogate-v0 at budgets 0.1 and 0.3 (benchmarks/convergence.py, 60k steps, rollouts
-# of 512 steps; the numbers are in docs/convergence.md):
-# plain gradient ascent (optimism 0) cycles at every lr tried, 0.005-0.05: the policy
-# integrates the Lagrangian's gradient, so an integrator on lambda makes a loop of two
-# integrators, the cycling of gradient descent-ascent; optimistic ascent adds a term in the
-# violation's change that damps it (optimism 1, 3 and 5 at lr 0.03, 2 at lr 0.05 probed). In
-# both controllers the proportional term is what damps the loop: with optimism 3 and the PID's
-# kp 0.1, final policies still ended where a slow residual swing stood at step 60k (one seed of
-# five at 1.003x the budget, or two at 0.845x); optimism 5 and kp 0.2 (proportional gain 0.15
-# and 0.2 against integral gains 0.03 and 0.05) met every check on seeds 0-4 and on held-out
-# seeds 5-9 but one (ppo_lag's last quarter at 0.3 on seeds 5-9: 25.4% over, limit 25%).
+# The defaults, in one place (PPOLagrangian's arguments read them). The policy integrates the
+# Lagrangian's gradient, so an integrator on lambda alone closes a loop of two integrators that
+# cycles (plain gradient ascent, optimism 0); what settles it is a term in the violation
+# itself, the PID's kp or optimistic ascent's extrapolation, whose proportional gain is
+# lr * optimism (0.15, against an integral gain of lr = 0.03; the PID: 0.2 against 0.05).
+# Measured on VGG16PruneSurrogate-v0 at budgets 0.1 and 0.3 over ten seeds: docs/convergence.md.
 GRADIENT_DEFAULTS: dict[str, Any] = {"lr": 0.03, "optimizer": "SGD", "optimism": 5.0}
 PID_DEFAULTS: dict[str, Any] = {"kp": 0.2, "ki": 0.05, "kd": 0.0, "d_delay": 10, "ema_alpha": 0.5}
 
@@ -136,8 +130,8 @@ class GradientLagrange(LagrangeMultiplier):
     gradient, so lambda and the cost form a loop of two integrators that oscillates (the
     cycling of gradient descent-ascent; Stooke et al. 2020 read it as integral-only control).
     The extrapolation along the violation's last change answers a falling cost at once and
-    damps the cycle; the default 5 with lr 0.03 was measured on VGG16PruneSurrogate-v0
-    (docs/convergence.md), where plain ascent did not settle at any lr tried.
+    damps the cycle (the defaults, lr 0.03 and optimism 5, against plain ascent:
+    docs/convergence.md).
 
     Adam (OmniSafe's choice, lr 0.035; OmniSafe's form is ``optimizer="Adam", optimism=0``)
     takes steps of about ``lr`` whatever the violation, with momentum: lambda keeps rising for
@@ -194,7 +188,8 @@ class GradientLagrange(LagrangeMultiplier):
         self.multiplier.mul_(factor)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args, **kwargs):
-        # agents saved before optimistic ascent existed: no previous violation recorded
+        # a state without these buffers (saved by a version without optimistic ascent): no
+        # previous violation recorded, so the next update takes a plain step
         state_dict.setdefault(prefix + "last_error", torch.zeros(self.n_constraints))
         state_dict.setdefault(prefix + "steps", torch.zeros((), dtype=torch.int64))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
