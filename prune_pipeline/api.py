@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import os
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-import prune_env
 from prune_env.data import DatasetInfo, Split, dataset_info
-from prune_env.devices import resolve_device
 from prune_pipeline.config import ConfigError, JobConfig
 from prune_pipeline.job import JobResult, run_job
-from prune_pipeline.task import NormalisedImages, Task, build_user_model
+from prune_pipeline.task import NormalisedImages, build_user_model, model_task
 
 Data = Dataset | tuple[torch.Tensor, torch.Tensor]
 
@@ -55,27 +50,42 @@ def as_split(data: Data, name: str) -> Split:
         raise ValueError(f"{name}: {exc}") from None
 
 
+def data_info(train: Split) -> DatasetInfo:
+    """How the job reads ``train``'s inputs: uint8 images are standardised with their own
+    statistics, float inputs are taken as prepared (mean 0, std 1)."""
+    if train.images.dtype == torch.uint8:
+        return dataset_info("imagefolder", train)
+    shape = tuple(train.images.shape[1:])
+    channels = shape[0] if len(shape) == 3 else 1
+    return DatasetInfo(
+        "user", len(train.classes), channels, shape[-1], (0.0,) * channels, (1.0,) * channels
+    )
+
+
+# The defaults are train.py's (JobConfig's fields), and the task's settings come from the same
+# preset (prune_env.tasks): prune() and the job never disagree on what a default run is.
 def prune(
     model: nn.Module,
     train_data: Data,
-    budget: float = 0.3,
-    cost: str = "flops",
-    algo: str = "ppo_pid_lag",
+    budget: float = JobConfig.budget,
+    cost: str = JobConfig.cost,
+    algo: str = JobConfig.algo,
     test_data: Data | None = None,
     reward_data: Data | None = None,
-    granularity: str = "channel",
-    total_timesteps: int = 15_000,
-    reward_size: int = 1000,
-    finetune_epochs: int = 1,
-    finetune_lr: float = 0.01,
+    granularity: str = JobConfig.granularity,
+    total_timesteps: int | None = None,
+    reward_size: int | None = None,
+    finetune_epochs: int | None = None,
+    finetune_lr: float = JobConfig.finetune_lr,
     augment: bool = False,
     architecture: str | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    out: str | os.PathLike = "runs",
-    progress: bool = True,
+    seed: int = JobConfig.seed,
+    device: str = JobConfig.device,
+    out: str | os.PathLike = JobConfig.out,
+    progress: bool = JobConfig.progress,
     algo_kwargs: dict[str, Any] | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    preset: str = JobConfig.preset,
 ) -> JobResult:
     """Prune ``model`` to ``budget`` of its ``cost`` with constrained RL, fine-tune it and
     measure it; everything is also written to a run folder under ``out``.
@@ -95,7 +105,10 @@ def prune(
         torchvision name or ``path/to/file.py:factory``. Without it the pruned model is also
         saved as a pickle (``pruned_model.pt``).
     :param augment: crop-and-flip while fine-tuning (images only).
-    The rest are train.py's options of the same names (``--help``).
+    :param preset: the task (``prune_env.tasks``) whose search length, reward split,
+        fine-tuning length and rollout sizes apply where ``total_timesteps``,
+        ``reward_size`` and ``finetune_epochs`` are not given: "quick" or "paper".
+    The rest are train.py's options of the same names, with the same defaults (``--help``).
     :returns: ``JobResult`` with ``model`` (pruned, fine-tuned, CPU), ``report``, ``run_dir``.
     """
     if not isinstance(model, nn.Module):
@@ -103,14 +116,7 @@ def prune(
     train = as_split(train_data, "train_data")
     test = train if test_data is None else as_split(test_data, "test_data")
     reward = train if reward_data is None else as_split(reward_data, "reward_data")
-    if train.images.dtype == torch.uint8:
-        info = dataset_info("imagefolder", train)
-    else:
-        shape = tuple(train.images.shape[1:])
-        channels = shape[0] if len(shape) == 3 else 1
-        info = DatasetInfo(
-            "user", len(train.classes), channels, shape[-1], (0.0,) * channels, (1.0,) * channels
-        )
+    info = data_info(train)
     builder = None
     if architecture is not None:
         try:
@@ -121,6 +127,7 @@ def prune(
         env="ModelPrune-v0",
         model=architecture or type(model).__name__,
         algo=algo,
+        preset=preset,
         budget=budget,
         cost=cost,
         granularity=granularity,
@@ -139,32 +146,19 @@ def prune(
         width_mult=1.0,
     )
     try:
-        cfg.validate()
+        cfg.validate().resolve()  # the task fills what is not given
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
     example = NormalisedImages(train, info)[0][0][None]
-    kwargs = {
-        "model": model,
-        "example_input": example,
-        "train_data": NormalisedImages(reward, info),
-        "budget": budget,
-        "cost": cost,
-        "granularity": granularity,
-        "reward_size": reward_size,
-        "device": device,
-        **(env_kwargs or {}),
-    }
-    env = prune_env.make("ModelPrune-v0", **kwargs)
-    factory: Callable[[], Any] = partial(prune_env.make, "ModelPrune-v0", **kwargs)
-    task = Task(
-        env=env,
-        base_model=copy.deepcopy(model).to(resolve_device(device)).eval(),
+    task = model_task(
+        cfg,
+        model,
+        example,
+        NormalisedImages(reward, info),
         train=train,
         test=test,
         info=info,
-        recipe=None,
         builder=builder,
-        env_factory=factory,
         base_source=f"your {type(model).__name__}",
         augment=augment,
     )

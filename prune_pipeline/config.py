@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -22,11 +22,16 @@ from prune_env.costs import BUILTIN_COSTS
 from prune_env.data import ALL_DATASETS
 from prune_env.envs.pruning import GRANULARITIES
 from prune_env.numerics import NUMERICS
-from prune_pipeline.presets import PRESETS
+from prune_env.tasks import ENV_ARGUMENT, TASKS, TaskSpec, get_task
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the option and the valid values."""
+
+
+def _flag(name: str) -> str:
+    """The command-line option of field ``name``."""
+    return "--" + name.replace("_", "-")
 
 
 def _kind(cls: type, name: str) -> str:
@@ -47,7 +52,7 @@ def _kind(cls: type, name: str) -> str:
 def parse_value(cls: type, name: str, value: Any) -> Any:
     """``value`` (text from a command line, or already typed from YAML/JSON) as field ``name``
     of ``cls`` expects it; a ConfigError names the option when it cannot be read."""
-    option = "--" + name.replace("_", "-")
+    option = _flag(name)
     if value is None or not isinstance(value, str):
         return value
     kind = _kind(cls, name)
@@ -77,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, defaults: bool = T
     ``defaults=False`` every option defaults to None, so that a configuration file can fill
     what the command line leaves out."""
     for f in fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flag = _flag(f.name)
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f.metadata.get("help", "")
         if defaults:
@@ -103,15 +108,17 @@ def from_mapping(cls: type, raw: dict[str, Any]) -> Any:
     return cls(**{k: parse_value(cls, k, v) for k, v in raw.items()})
 
 
+DEFAULT_ENV = "VGG16Prune-v0"
+# Options that override the preset's task: JobConfig fields named as TaskSpec's.
+TASK_OPTIONS = ("width_mult", "base_epochs", "reward_size", "total_timesteps", "finetune_epochs")
+# Env arguments the job sets from options of its own (refused in --env-kwargs).
 ENV_KEYS_WITH_OPTIONS = {
+    **{ENV_ARGUMENT[name]: _flag(name) for name in TASK_OPTIONS if name in ENV_ARGUMENT},
     "budget": "--budget",
     "cost": "--cost",
     "granularity": "--granularity",
-    "width_mult": "--width-mult",
-    "base_train_epochs": "--base-epochs",
     "base_numerics": "--base-numerics",
     "train_base": "--base-epochs (the job trains a missing base model itself)",
-    "reward_size": "--reward-size",
     "data_dir": "--data-dir",
     "dataset": "--dataset",
     "checkpoint": "--checkpoint",
@@ -123,6 +130,20 @@ ENV_KEYS_WITH_OPTIONS = {
 def _choice(name: str, value: Any, valid: Any) -> None:
     if value not in valid:
         raise ConfigError(f"unknown --{name} {value!r}; expected one of {list(valid)}")
+
+
+def task_env(task: TaskSpec) -> str | None:
+    """The registered env id of a task that names its network and data; None for a task that
+    runs on any env id (the quick and paper tasks)."""
+    if task.model is None:
+        return None
+    for env_id, network in prune_env.ZOO_IDS.items():
+        if network == (task.model, task.dataset):
+            return env_id
+    raise ConfigError(
+        f"--preset {task.name}: no registered env prunes {task.model} on {task.dataset}; "
+        f"expected one of {list(prune_env.ZOO_IDS.values())}"
+    )
 
 
 @dataclass
@@ -145,7 +166,10 @@ class JobConfig:
         default="ppo_pid_lag",
         metadata={"help": "algorithm (registry name); ppo_pid_lag settles on the budget"},
     )
-    preset: str = field(default="quick", metadata={"help": "quick (CPU demo) or paper (GPU)"})
+    preset: str = field(
+        default="quick",
+        metadata={"help": "the task (prune_env.tasks): quick (CPU demo) or paper (GPU)"},
+    )
     budget: float = field(default=0.1, metadata={"help": "largest fraction of the cost kept"})
     cost: str = field(default="params", metadata={"help": "constrained resource"})
     granularity: str = field(default="channel", metadata={"help": "channel or weight pruning"})
@@ -237,9 +261,14 @@ class JobConfig:
                     "with --model the base is yours"
                 )
         else:
-            _choice("env", self.env or "VGG16Prune-v0", prune_env.ZOO_IDS)
+            _choice("env", self.env or DEFAULT_ENV, prune_env.ZOO_IDS)
         _choice("algo", self.algo, registry.names())
-        _choice("preset", self.preset, PRESETS)
+        _choice("preset", self.preset, TASKS)
+        implied = task_env(get_task(self.preset))
+        if implied is not None and (self.model is not None or self.env not in (None, implied)):
+            raise ConfigError(
+                f"--preset {self.preset} prunes {implied}, not {self.model or self.env}"
+            )
         _choice("cost", self.cost, BUILTIN_COSTS)
         _choice("granularity", self.granularity, GRANULARITIES)
         _choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
@@ -252,10 +281,10 @@ class JobConfig:
         for name in ("n_envs", "total_timesteps", "reward_size", "image_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+                raise ConfigError(f"{_flag(name)} must be >= 1, got {value}")
         for name in ("algo_kwargs", "env_kwargs", "vec_env_kwargs"):
             if not isinstance(getattr(self, name), dict):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a JSON object")
+                raise ConfigError(f"{_flag(name)} must be a JSON object")
         # The task (base model, data, budget) is set by options of its own: an env_kwargs key
         # would make the env and the job disagree about it.
         for key, option in ENV_KEYS_WITH_OPTIONS.items():
@@ -266,20 +295,24 @@ class JobConfig:
         return self
 
     def resolve(self) -> JobConfig:
-        """Fill what the user left to the preset (and the env id)."""
-        preset = PRESETS[self.preset]
+        """Fill what the user left to the preset's task (and the env id)."""
+        task = get_task(self.preset)
         if self.env is None:
-            self.env = "ModelPrune-v0" if self.model is not None else "VGG16Prune-v0"
-        for name in (
-            "width_mult",
-            "base_epochs",
-            "reward_size",
-            "total_timesteps",
-            "finetune_epochs",
-        ):
+            self.env = "ModelPrune-v0" if self.model is not None else task_env(task) or DEFAULT_ENV
+        for name in TASK_OPTIONS:
             if getattr(self, name) is None:
-                setattr(self, name, preset[name])
+                setattr(self, name, getattr(task, name))
         return self
+
+    def task_spec(self) -> TaskSpec:
+        """The preset's task with what this configuration sets of ``TASK_OPTIONS``."""
+        given = {name: getattr(self, name) for name in TASK_OPTIONS}
+        try:
+            return replace(
+                get_task(self.preset), **{k: v for k, v in given.items() if v is not None}
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (--preset {self.preset} and the options given)") from None
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any]) -> JobConfig:

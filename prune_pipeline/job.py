@@ -37,7 +37,9 @@ from prune_pipeline.pruned import save_pruned
 from prune_pipeline.report import pct, render_report
 from prune_pipeline.run_folder import RunFolder, run_name
 from prune_pipeline.stages import (
+    Extraction,
     SearchInterrupted,
+    SearchResult,
     extract,
     finetune,
     measure_base,
@@ -118,52 +120,10 @@ def run_job(cfg: JobConfig, task: Task | None = None) -> JobResult:
     torch.manual_seed(cfg.seed)
 
     # 1. Base model: the task loads it (cache, --checkpoint) or trains it.
-    t0 = time.perf_counter()
-    task = task if task is not None else make_task(cfg)
-    base = measure_base(task)
-    stages["base_model"] = time.perf_counter() - t0
-    say(
-        1,
-        "base model",
-        f"{task.base_source}: test accuracy {pct(base['test_accuracy'])}, "
-        f"{base['params']:,} params, {base['flops']:,} MACs, {len(task.layers)} prunable "
-        "layers",
-        stages["base_model"],
-    )
-
+    task, base = base_stage(cfg, task, stages)
     # 2. Search, checkpointed every --checkpoint-every seconds; --resume continues it.
     kwargs = agent_arguments(cfg.algo, cfg.preset, cfg.algo_kwargs)
-    found = search(
-        task,
-        cfg.algo,
-        kwargs,
-        cfg.total_timesteps,
-        cfg.seed,
-        run,
-        cfg.n_envs,
-        cfg.vec_env,
-        cfg.vec_env_kwargs,
-        cfg.checkpoint_every,
-        cfg.progress,
-    )
-    if registry.get(cfg.algo).agent_class is not None:
-        buffer = io.BytesIO()
-        found.agent.save(buffer)
-        run.write_bytes("agent.zip", buffer.getvalue())
-    else:
-        found.agent.save(run.file("agent.json"))
-    run.write_episodes(found.episodes)
-    stages["search"] = found.summary["wall_time"]
-    write_tensorboard(run.file("tb") / "episodes", found.episodes)
-    s = found.summary
-    say(
-        2,
-        "search",
-        f"{s['episodes']} episodes, {s['env_steps']:,} env steps, "
-        f"{s['feasible_episodes']} feasible, best feasible reward "
-        f"{pct(s['best_feasible_reward'])}",
-        stages["search"],
-    )
+    found = search_stage(cfg, run, task, kwargs, stages)
 
     # 3. Extraction: the deterministic policy's episode or the best feasible one seen.
     t0 = time.perf_counter()
@@ -196,6 +156,89 @@ def run_job(cfg: JobConfig, task: Task | None = None) -> JobResult:
     # 5. Test accuracy and measurements, artifacts, report and plots.
     t0 = time.perf_counter()
     pruned = measure_pruned(task, ex.net, ex, base, cfg.cost, cfg.budget, weight, before)
+    save_model(run, cfg, task, ex)
+    stages["test"] = time.perf_counter() - t0
+    report = job_report(cfg, run, task, base, pruned, found, ex, stages)
+    write_plots(cfg, run, task, found, ex)
+    run.write_report(report, render_report(report))
+    say(
+        5,
+        "test",
+        f"accuracy {pct(before)} -> {pct(pruned['test_accuracy'])} after "
+        f"fine-tuning (base {pct(base['test_accuracy'])}), params kept "
+        f"{pruned['params'] / base['params']:.4f}, constraint "
+        f"{'satisfied' if pruned['constraint_satisfied'] else 'NOT satisfied'}",
+        stages["test"],
+    )
+    print(f"report: {run.file('report.md')}")
+    return JobResult(ex.net.cpu().eval(), report, run.path)
+
+
+def base_stage(
+    cfg: JobConfig, task: Task | None, stages: dict[str, float]
+) -> tuple[Task, dict[str, Any]]:
+    """Stage 1: the task (``cfg``'s unless given) with its base model, and its measurements."""
+    t0 = time.perf_counter()
+    task = task if task is not None else make_task(cfg)
+    base = measure_base(task)
+    stages["base_model"] = time.perf_counter() - t0
+    say(
+        1,
+        "base model",
+        f"{task.base_source}: test accuracy {pct(base['test_accuracy'])}, "
+        f"{base['params']:,} params, {base['flops']:,} MACs, {len(task.layers)} prunable "
+        "layers",
+        stages["base_model"],
+    )
+    return task, base
+
+
+def search_stage(
+    cfg: JobConfig, run: RunFolder, task: Task, kwargs: dict[str, Any], stages: dict[str, float]
+) -> SearchResult:
+    """Stage 2: the search with the agent's arguments ``kwargs``, saved to the run folder."""
+    found = search(
+        task,
+        cfg.algo,
+        kwargs,
+        cfg.total_timesteps,
+        cfg.seed,
+        run,
+        cfg.n_envs,
+        cfg.vec_env,
+        cfg.vec_env_kwargs,
+        cfg.checkpoint_every,
+        cfg.progress,
+    )
+    save_search(run, cfg.algo, found)
+    stages["search"] = found.summary["wall_time"]
+    s = found.summary
+    say(
+        2,
+        "search",
+        f"{s['episodes']} episodes, {s['env_steps']:,} env steps, "
+        f"{s['feasible_episodes']} feasible, best feasible reward "
+        f"{pct(s['best_feasible_reward'])}",
+        stages["search"],
+    )
+    return found
+
+
+def save_search(run: RunFolder, algo: str, found: SearchResult) -> None:
+    """The search's agent (agent.zip, or agent.json for a search baseline), its episodes and
+    their TensorBoard curves."""
+    if registry.get(algo).agent_class is not None:
+        buffer = io.BytesIO()
+        found.agent.save(buffer)
+        run.write_bytes("agent.zip", buffer.getvalue())
+    else:
+        found.agent.save(run.file("agent.json"))
+    run.write_episodes(found.episodes)
+    write_tensorboard(run.file("tb") / "episodes", found.episodes)
+
+
+def save_model(run: RunFolder, cfg: JobConfig, task: Task, ex: Extraction) -> None:
+    """The pruned network, with what rebuilds its architecture (pruned_arch.json)."""
     info = task.info
     arch_meta = {
         "builder": task.builder,
@@ -212,19 +255,29 @@ def run_job(cfg: JobConfig, task: Task | None = None) -> JobResult:
     }
     example = task.latency_batch()[:2]
     save_pruned(ex.net, run.path, arch_meta, example_input=example, pickle=cfg.save_pickle)
-    stages["test"] = time.perf_counter() - t0
+
+
+# The configuration's entries that report.json repeats, in its order.
+REPORTED_OPTIONS = (
+    "env", "model", "algo", "seed", "budget", "cost", "granularity", "preset", "finetune_epochs",
+)  # fmt: skip
+
+
+def job_report(
+    cfg: JobConfig,
+    run: RunFolder,
+    task: Task,
+    base: dict[str, Any],
+    pruned: dict[str, Any],
+    found: SearchResult,
+    ex: Extraction,
+    stages: dict[str, float],
+) -> dict[str, Any]:
+    """report.json's content."""
     device = task.device
-    report = {
+    return {
         "run": run.name,
-        "env": cfg.env,
-        "model": cfg.model,
-        "algo": cfg.algo,
-        "seed": cfg.seed,
-        "budget": cfg.budget,
-        "cost": cfg.cost,
-        "granularity": cfg.granularity,
-        "preset": cfg.preset,
-        "finetune_epochs": cfg.finetune_epochs,
+        **{name: getattr(cfg, name) for name in REPORTED_OPTIONS},
         "device": str(device),
         "hardware": hardware(device),
         "base": base,
@@ -234,6 +287,12 @@ def run_job(cfg: JobConfig, task: Task | None = None) -> JobResult:
         "stages": stages,
         "lambda_history": found.lambda_history,
     }
+
+
+def write_plots(
+    cfg: JobConfig, run: RunFolder, task: Task, found: SearchResult, ex: Extraction
+) -> None:
+    """training.png, keep_ratios.png and accuracy_vs_cost.png."""
     title = f"{cfg.model or cfg.env} / {cfg.algo} / seed {cfg.seed}"
     plot_training(found.episodes, found.lambda_history, cfg.budget, run.file("training.png"), title)
     plot_keep_ratios(
@@ -246,18 +305,6 @@ def run_job(cfg: JobConfig, task: Task | None = None) -> JobResult:
         (ex.chosen["cost"], ex.chosen["accuracy"]),
         title,
     )
-    run.write_report(report, render_report(report))
-    say(
-        5,
-        "test",
-        f"accuracy {pct(before)} -> {pct(pruned['test_accuracy'])} after "
-        f"fine-tuning (base {pct(base['test_accuracy'])}), params kept "
-        f"{pruned['params'] / base['params']:.4f}, constraint "
-        f"{'satisfied' if pruned['constraint_satisfied'] else 'NOT satisfied'}",
-        stages["test"],
-    )
-    print(f"report: {run.file('report.md')}")
-    return JobResult(ex.net.cpu().eval(), report, run.path)
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:

@@ -80,14 +80,15 @@ class Task:
 
 
 def env_arguments(cfg: JobConfig) -> dict[str, Any]:
-    """A registered env's keyword arguments for a resolved configuration."""
+    """A registered env's keyword arguments for a resolved configuration: the task's (its
+    preset's, with the options that override it), then the job's."""
+    task = cfg.task_spec().env_kwargs()
+    task.pop("model", None)  # the env id brings its network
     return {
         "budget": cfg.budget,
         "cost": cfg.cost,
         "granularity": cfg.granularity,
-        "width_mult": cfg.width_mult,
-        "base_train_epochs": cfg.base_epochs,
-        "reward_size": cfg.reward_size,
+        **task,
         "data_dir": cfg.data_dir,
         "checkpoint": cfg.checkpoint,
         "device": cfg.device,
@@ -264,10 +265,33 @@ def _user_task(cfg: JobConfig) -> Task:
             "training images, which it may have trained on",
             stacklevel=2,
         )
-    reward_data = NormalisedImages(train, info, held)
+    return model_task(
+        cfg,
+        model,
+        example[:1],
+        NormalisedImages(train, info, held),
+        train=train,
+        test=_first(test, cfg.test_size),
+        info=info,
+        builder=builder,
+        base_source=source,
+        extra={"heldout": None if held is None else len(held)},
+    )
+
+
+def model_task(
+    cfg: JobConfig,
+    model: nn.Module,
+    example_input: torch.Tensor,
+    reward_data: Dataset,
+    **task_fields: Any,
+) -> Task:
+    """The task of a model given as a module (``--model`` or ``prune``): ModelPrune-v0 over a
+    copy of ``model``, with the resolved configuration's budget, reward split and
+    ``--env-kwargs``; ``task_fields`` are the Task's data fields (train, test, info, ...)."""
     kwargs = {
         "model": model,
-        "example_input": example[:1],
+        "example_input": example_input,
         "train_data": reward_data,
         "budget": cfg.budget,
         "cost": cfg.cost,
@@ -276,16 +300,10 @@ def _user_task(cfg: JobConfig) -> Task:
         "device": cfg.device,
         **cfg.env_kwargs,
     }
-    env = prune_env.make("ModelPrune-v0", **kwargs)
     return Task(
-        env=env,
+        env=prune_env.make("ModelPrune-v0", **kwargs),
         base_model=copy.deepcopy(model).to(resolve_device(cfg.device)).eval(),
-        train=train,
-        test=_first(test, cfg.test_size),
-        info=info,
         recipe=None,
-        builder=builder,
         env_factory=partial(prune_env.make, "ModelPrune-v0", **kwargs),
-        base_source=source,
-        extra={"heldout": None if held is None else len(held)},
+        **task_fields,
     )
