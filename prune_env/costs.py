@@ -1,8 +1,11 @@
 """Constraint costs: the fraction of the base network's resource that a pruned network keeps.
 
-Built in: "params" (parameters; non-zero ones under weight granularity), "flops" (multiply-
-accumulates of Conv/Linear layers), "latency" (measured median wall time of a forward pass on a
-fixed batch). Any callable ``f(model) -> float`` is a cost too: the env divides ``f(pruned)`` by
+Each cost is a cost-model object (``CostModel``): analytic ones are computed from the kept
+counts without building a network, measured ones look at the built network. Built in:
+"params" (parameters; non-zero ones under weight granularity), "flops" (multiply-accumulates
+of Conv/Linear layers), "latency" (measured median wall time of a forward pass on a fixed
+batch). A new cost is a ``CostModel`` subclass registered by name with ``register_cost``.
+Any callable ``f(model) -> float`` is a cost too: the env divides ``f(pruned)`` by
 ``f(base)``, so the resource may be anything the user can measure.
 """
 
@@ -12,7 +15,9 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,16 +37,17 @@ class CostSpec:
 
     @property
     def analytic(self) -> bool:
-        return self.name in ("params", "flops") and self.fn is None
+        """Computed from the kept counts alone (no network built, nothing timed)."""
+        return self.fn is None and COST_MODELS[self.name].analytic
 
 
 def _spec(key: str | CostFn, budget: float) -> CostSpec:
     if callable(key):
         name = getattr(key, "__name__", type(key).__name__)
         return CostSpec(name, check_budget(budget, f"budget of {name}"), key)
-    if key not in BUILTIN_COSTS:
+    if key not in COST_MODELS:
         raise ValueError(
-            f"unknown cost {key!r}; expected one of {list(BUILTIN_COSTS)} or a callable "
+            f"unknown cost {key!r}; expected one of {list(COST_MODELS)} or a callable "
             "f(model) -> float"
         )
     return CostSpec(key, check_budget(budget, f"budget of {key}"))
@@ -79,3 +85,125 @@ def measure_latency(
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------- cost models
+@dataclass
+class Candidate:
+    """A pruned network as the costs see it: the kept count per layer, its analytic
+    parameter and FLOP counts, and the built network (None while only counted)."""
+
+    counts: np.ndarray
+    params: int
+    flops: int
+    net: nn.Module | None = None
+
+
+@dataclass
+class CostContext:
+    """What a cost model may read when it is built: the env's engine (totals, structure),
+    the base network and the batch latency is timed on."""
+
+    engine: Any
+    base: nn.Module
+    latency_batch: torch.Tensor
+    latency_repeats: int = 5
+
+
+class CostModel:
+    """One constraint's cost: ``fraction(candidate)`` is the share of the base network's
+    resource the candidate keeps. ``analytic`` costs never need ``candidate.net``."""
+
+    analytic: ClassVar[bool] = False
+
+    def __init__(self, spec: CostSpec, context: CostContext) -> None:
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def budget(self) -> float:
+        return self.spec.budget
+
+    def fraction(self, candidate: Candidate) -> float:
+        raise NotImplementedError
+
+
+class ParamsCost(CostModel):
+    """Parameters kept (non-zero ones under weight granularity), counted."""
+
+    analytic = True
+
+    def __init__(self, spec: CostSpec, context: CostContext) -> None:
+        super().__init__(spec, context)
+        self.total = context.engine.total_params
+
+    def fraction(self, candidate: Candidate) -> float:
+        return candidate.params / self.total
+
+
+class FlopsCost(CostModel):
+    """Conv/Linear multiply-accumulates kept (of non-zero weights under weight
+    granularity), counted."""
+
+    analytic = True
+
+    def __init__(self, spec: CostSpec, context: CostContext) -> None:
+        super().__init__(spec, context)
+        self.total = max(context.engine.total_macs, 1)
+
+    def fraction(self, candidate: Candidate) -> float:
+        return candidate.flops / self.total
+
+
+class LatencyCost(CostModel):
+    """Median wall time of the built network on the latency batch, over the base's."""
+
+    def __init__(self, spec: CostSpec, context: CostContext) -> None:
+        super().__init__(spec, context)
+        self.batch, self.repeats = context.latency_batch, context.latency_repeats
+        self.base = measure_latency(context.base, self.batch, self.repeats)
+
+    def fraction(self, candidate: Candidate) -> float:
+        return measure_latency(candidate.net, self.batch, self.repeats) / self.base
+
+
+class CallableCost(CostModel):
+    """The user's ``f(model) -> float``: ``f(pruned) / f(base)``."""
+
+    def __init__(self, spec: CostSpec, context: CostContext) -> None:
+        super().__init__(spec, context)
+        self.base = float(spec.fn(context.base))
+        if not self.base > 0:
+            raise ValueError(f"cost {spec.name!r} of the base model must be > 0")
+
+    def fraction(self, candidate: Candidate) -> float:
+        return float(self.spec.fn(candidate.net)) / self.base
+
+
+COST_MODELS: dict[str, type[CostModel]] = {
+    "params": ParamsCost,
+    "flops": FlopsCost,
+    "latency": LatencyCost,
+}
+
+
+def register_cost(name: str, model: type[CostModel]) -> None:
+    """Make ``cost=name`` build ``model`` (a ``CostModel`` subclass) in every env."""
+    if not (isinstance(model, type) and issubclass(model, CostModel)):
+        raise TypeError(f"a cost model must be a CostModel subclass, got {model!r}")
+    if name in COST_MODELS:
+        raise ValueError(f"cost {name!r} is already registered ({COST_MODELS[name].__name__})")
+    COST_MODELS[name] = model
+
+
+def build_cost_models(specs: list[CostSpec], context: CostContext) -> list[CostModel]:
+    """One cost model per constraint, in the order given (the first is the primary)."""
+    return [
+        CallableCost(spec, context)
+        if spec.fn is not None
+        else COST_MODELS[spec.name](spec, context)
+        for spec in specs
+    ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import kendalltau
 from sklearn.ensemble import ExtraTreesRegressor
+
+from prune_env.costs import Candidate, CostModel
+from prune_env.evaluators import Evaluator
 
 SHIPPED_LOGS = Path(__file__).resolve().parent / "surrogate_data"
 
@@ -156,3 +160,45 @@ def fidelity(
         "n_train": len(train),
         "n_test": len(test),
     }
+
+
+class SurrogateEvaluator(Evaluator):
+    """The reward predicted by a fitted ``AccuracySurrogate`` instead of measured: no network
+    is built and no image is run; the costs are the env's exact analytic ones."""
+
+    def __init__(
+        self,
+        engine: Any,
+        costs: list[CostModel],
+        cache_size: int,
+        surrogate: AccuracySurrogate,
+        log_task: dict[str, Any],
+    ) -> None:
+        super().__init__(engine, costs, cache_size)
+        self.surrogate, self.log_task = surrogate, log_task
+        self.reward_kind = log_task.get("reward", "accuracy")
+        full = np.ones(len(self._sizes))
+        self.base_accuracy = self.predict(full, 1.0, 1.0)
+
+    def predict(self, ratios: np.ndarray, params_fraction: float, flops_fraction: float):
+        return float(self.surrogate.predict(features(ratios, params_fraction, flops_fraction))[0])
+
+    def task(self) -> dict[str, Any]:
+        """The task of the log this surrogate learned from."""
+        return dict(self.log_task)
+
+    def _score(self, candidate: Candidate, costs: dict[str, float], start: float) -> dict:
+        accuracy = self.predict(
+            candidate.counts / self._sizes,
+            candidate.params / self.engine.total_params,
+            candidate.flops / max(self.engine.total_macs, 1),
+        )
+        return {
+            "accuracy": accuracy,
+            "reward": accuracy,
+            "reward_metrics": {"accuracy": accuracy},
+            "early_stopped": False,
+            "reward_images": 0,
+            "extra": {"surrogate": True},
+            "timing": {"total": time.perf_counter() - start},
+        }

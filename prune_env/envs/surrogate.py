@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
-from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 
-from prune_env.constraints import within_budget
-from prune_env.costs import parse_costs
+from prune_env.costs import CostContext, build_cost_models, parse_costs
 from prune_env.data import DATASETS
-from prune_env.envs.pruning import MODES, PruneEnv
+from prune_env.envs.pruning import PruneEnv
 from prune_env.models import ARCH_INPUT, build_model
+from prune_env.settings import ActionSettings
 from prune_env.surrogate import (
     SHIPPED_LOGS,
     AccuracySurrogate,
     SurrogateError,
-    features,
+    SurrogateEvaluator,
     fidelity,
     load_log,
     log_arrays,
@@ -73,7 +70,8 @@ class SurrogatePruneEnv(PruneEnv):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version. Restructured (behaviour unchanged): a ``PruneEnv`` whose
+      evaluator is ``prune_env.surrogate.SurrogateEvaluator``.
     """
 
     def __init__(
@@ -114,8 +112,8 @@ class SurrogatePruneEnv(PruneEnv):
                 "stand in for the real env (log more evaluations)"
             )
         x, y = log_arrays(records)
-        self.surrogate = AccuracySurrogate(seed=surrogate_seed).fit(x, y)
-        self.log_task, self.log_path = task, str(log)
+        surrogate = AccuracySurrogate(seed=surrogate_seed).fit(x, y)
+        self.surrogate, self.log_task, self.log_path = surrogate, task, str(log)
 
         arch = task["arch"]
         if task["dataset"] in DATASETS:
@@ -127,66 +125,20 @@ class SurrogatePruneEnv(PruneEnv):
         # Only the network's structure: no weights are trained, no data set is loaded, no
         # reward or calibration images exist (the regressor answers for them).
         gym.Env.__init__(self)
-        self.render_mode = None
-        self.specs = specs
-        self.budget = specs[0].budget
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
         if int(cache_size) < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
-        self.mode, self.granularity = mode, task["granularity"]
-        self.importance = "l1"  # the ranking does not change any count; the log fixed it
-        self.min_keep, self.channel_round = float(task["min_keep"]), int(task["channel_round"])
-        self.cache_size, self.device = int(cache_size), torch.device("cpu")
-        self.reward_kind = task.get("reward", "accuracy")
-        self.finetune_steps, self.eval_log = 0, None
-        self.data_info, self._data_source = None, None
-        self._setup_structure(net, torch.zeros(1, channels, size, size))
+        # the ranking does not change any count; the log fixed it
+        actions = ActionSettings(
+            mode, task["granularity"], "l1", task["min_keep"], task["channel_round"]
+        )
+        self.device, self.data = torch.device("cpu"), None
+        self._setup_structure(actions, specs, net, torch.zeros(1, channels, size, size))
         if self._sizes.tolist() != task["sizes"]:
             raise SurrogateError(
                 f"the rebuilt {arch} has layer sizes {self._sizes.tolist()}, the log "
                 f"{task['sizes']}: the log is of another network"
             )
-        self.base_info = {"source": f"surrogate of {log}", "arch": arch, **task}
-        self.base_accuracy = self._predict(np.ones(self.n_layers), 1.0, 1.0)
-
-    def task(self) -> dict[str, Any]:
-        """The task of the log this surrogate learned from."""
-        return dict(self.log_task)
-
-    def _predict(self, ratios: np.ndarray, params_fraction: float, flops_fraction: float):
-        return float(self.surrogate.predict(features(ratios, params_fraction, flops_fraction))[0])
-
-    def _evaluate_counts(self, counts: np.ndarray, start: float) -> dict[str, Any]:
-        params, flops = self.engine.resources(counts)
-        costs = {s.name: self._cost(s, None, params, flops) for s in self.specs}
-        accuracy = self._predict(
-            counts / self._sizes,
-            params / self.engine.total_params,
-            flops / max(self.engine.total_macs, 1),
-        )
-        satisfied = all(within_budget(costs[s.name], s.budget) for s in self.specs)
-        if satisfied:
-            self.best_feasible_accuracy = max(self.best_feasible_accuracy, accuracy)
-        return {
-            "cost": costs[self.specs[0].name],
-            "costs": costs,
-            "cost_limit": self.budget,
-            "cost_limits": self._limits(),
-            "accuracy": accuracy,
-            "reward": accuracy,
-            "reward_metrics": {"accuracy": accuracy},
-            "keep_ratios": (counts / self._sizes).tolist(),
-            "kept": counts.tolist(),
-            "params": int(params),
-            "flops": int(flops),
-            "constraint_satisfied": satisfied,
-            "early_stopped": False,
-            "reward_images": 0,
-            "cache_hit": False,
-            "surrogate": True,
-            "timing": {"total": time.perf_counter() - start},
-        }
-
-    def pruned_network(self, ratios):
-        raise NotImplementedError("a surrogate env has no trained network to hand on")
+        context = CostContext(self.engine, net, torch.zeros(0))
+        costs = build_cost_models(specs, context)
+        evaluator = SurrogateEvaluator(self.engine, costs, cache_size, surrogate, task)
+        self._attach(evaluator, net, {"source": f"surrogate of {log}", "arch": arch, **task})
