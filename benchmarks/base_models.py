@@ -20,6 +20,7 @@ from typing import Any
 
 from prune_env.numerics import NUMERICS
 from prune_env.paths import atomic_write_json
+from prune_env.tasks import get_task
 
 
 def record_name(arch: str, width: float, dataset: str, epochs: int, meta: dict[str, Any]) -> str:
@@ -54,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, help="a registered architecture (vgg16, ...)")
     parser.add_argument("--dataset", default="cifar10")
-    parser.add_argument("--width", type=float, default=0.25, help="width multiplier")
+    parser.add_argument(
+        "--width",
+        type=float,
+        default=get_task("quick").width_mult,
+        help="width multiplier (default: the quick task's)",
+    )
     parser.add_argument("--epochs", type=int, required=True, help="length of the base recipe")
     parser.add_argument("--numerics", default="default", choices=NUMERICS)
     parser.add_argument("--data-dir", default=None)

@@ -31,7 +31,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -40,7 +40,15 @@ import torch
 from scipy.stats import kendalltau
 
 from agents import registry
+from prune_env.constraints import within_budget
 from prune_env.data import DatasetNotFoundError, load_split
+from prune_env.tasks import get_task
+
+# The tasks timed, as variants of prune_env.tasks: the paper's full-width network with a
+# 30-epoch base and the env's default 2,000-image reward split; with --quick, the quick task
+# with a one-epoch base.
+FULL = replace(get_task("paper"), base_epochs=30, reward_size=2000)
+QUICK = replace(get_task("quick"), base_epochs=1)
 
 
 @dataclass
@@ -49,9 +57,9 @@ class Config:
     quick: bool = False  # CPU-sized run: width 0.25, smaller splits, fewer candidates
     device: str = "auto"  # auto, cpu or cuda
     dataset: str = "cifar10"  # falls back to "synthetic" when not on disk
-    width_mult: float = 1.0  # network width (quick: 0.25)
-    base_train_epochs: int = 30  # base model recipe length (quick: 1)
-    reward_size: int = 2000  # the fast reward's split (the env default)
+    width_mult: float = FULL.width_mult  # network width (quick: QUICK's)
+    base_train_epochs: int = FULL.base_epochs  # base model recipe length (quick: QUICK's)
+    reward_size: int = FULL.reward_size  # the fast reward's split (quick: QUICK's)
     slow_reward_size: int = 10_000  # the slow reward's split (quick: 3000)
     slow_finetune_steps: int = 32  # the slow reward's fine-tune steps (paper: 32 / 128)
     slow_finetune_batch_size: int = 128  # its batch size (quick: 64)
@@ -83,9 +91,7 @@ def parse() -> Config:
     cfg = Config(**args)
     if cfg.quick:  # CPU-sized defaults, unless given explicitly
         for key, value in {
-            "width_mult": 0.25,
-            "base_train_epochs": 1,
-            "reward_size": 1000,
+            **QUICK.env_kwargs(),  # width_mult, base_train_epochs, reward_size
             "search_steps": 600,
             "episodes": 4,
             "slow_finetune_steps": 16,
@@ -189,10 +195,12 @@ def random_feasible(u, rng: np.random.Generator, n: int) -> list[np.ndarray]:
     while len(out) < n:
         ratios = u.snap(rng.uniform(u.min_keep, 1.0, u.n_layers))
         scale = 1.0
-        while u.analytic_costs(ratios * scale)["params"] > u.budget and scale > 0.05:
+        while not within_budget(u.analytic_costs(ratios * scale)["params"], u.budget) and (
+            scale > 0.05
+        ):
             scale *= 0.9
         candidate = u.snap(np.maximum(u.min_keep, ratios * scale))
-        if u.analytic_costs(candidate)["params"] <= u.budget:
+        if within_budget(u.analytic_costs(candidate)["params"], u.budget):
             out.append(candidate)
     return out
 

@@ -3,8 +3,9 @@
     python benchmarks/fidelity.py --out benchmarks/results/fidelity_vgg16_quick
     python benchmarks/fidelity.py --env ResNet56Prune-v0 --out benchmarks/results/fidelity_r56
 
-On the quick task of ``--env`` (width 0.25, 3-epoch base with its held-out split, as
-``train.py --preset quick``), ``--candidates`` feasible candidates per budget: random keep
+On the quick task of ``--env`` (``prune_env.tasks``: width 0.25, 3-epoch base with its
+held-out split, as ``train.py --preset quick``), ``--candidates`` feasible candidates per
+budget: random keep
 ratios pushed onto the budget (as random_search draws them), plus, with ``--search-logs``,
 feasible episodes of committed searches. Each candidate is
 
@@ -46,9 +47,12 @@ from typing import Any
 
 import numpy as np
 
+from prune_env.constraints import largest_feasible, within_budget
 from prune_env.numerics import NUMERICS, state_digest
+from prune_env.tasks import get_task
 
-QUICK = {"width_mult": 0.25, "base_train_epochs": 3, "reward_size": 1000, "device": "cpu"}
+# The quick task's env, on the CPU (the workers score candidates in parallel processes).
+QUICK = {**get_task("quick").env_kwargs(), "device": "cpu"}
 METRICS = ("accuracy", "neg_ce", "agreement", "neg_kl")
 PICK_OF, PICK_DRAWS = 20, 2000
 RERANK_TOP = 5
@@ -109,15 +113,15 @@ def random_candidates(env, budget: float, n: int, seed: int) -> list[list[float]
     low, out = env.min_keep, []
     while len(out) < n:
         r = rng.uniform(low, 1.0, size=env.n_layers)
-        lo, hi = 0.0, 1.0
-        for _ in range(30):  # the largest t in [0, 1] whose candidate fits
-            t = (lo + hi) / 2
-            if env.analytic_costs(low + t * (r - low))[env.specs[0].name] <= budget:
-                lo = t
-            else:
-                hi = t
-        ratios = env.snap(low + lo * (r - low))
-        if env.analytic_costs(ratios)[env.specs[0].name] <= budget:
+
+        def fits(t: float, r: np.ndarray = r) -> bool:
+            return within_budget(env.analytic_costs(low + t * (r - low))[env.specs[0].name], budget)
+
+        # the largest t in [0, 1] whose candidate fits (t = 0 when none does: the snapped
+        # candidate is then checked like any other)
+        t, _ = largest_feasible(fits, steps=30)
+        ratios = env.snap(low + t * (r - low))
+        if within_budget(env.analytic_costs(ratios)[env.specs[0].name], budget):
             out.append(ratios.tolist())
     return out
 
@@ -134,7 +138,7 @@ def logged_candidates(paths: list[str], env, budget: float, n: int) -> list[list
                 continue
             cost = env.analytic_costs(ratios)[env.specs[0].name]
             key = tuple(np.round(ratios, 6))
-            if cost <= budget and key not in seen:
+            if within_budget(cost, budget) and key not in seen:
                 seen.add(key)
                 out.append(list(ratios))
     rng = np.random.default_rng(0)

@@ -7,12 +7,12 @@ machine the next session gets. It does not by default: the quarter-width ResNet-
 Floating-point sums depend on the kernels that PyTorch, MKL and oneDNN pick for the CPU's
 instruction set and on the thread count.
 
-This script trains the same small workload (ResNet-56 at width 0.25, ``--steps`` SGD steps of
-the base recipe on synthetic CIFAR-shaped images, with augmentation) under several settings,
-each in a fresh process because the environment variables must be set before torch loads,
-and appends the digest of the weights, the digest of one forward pass and the seconds to
-``--out``. Run it on two machines: a setting whose digests agree across CPUs is one a
-multi-session study can rely on, at the cost in seconds it shows.
+This script trains the same small workload (ResNet-56 at the quick task's width, 0.25,
+``--steps`` SGD steps of the base recipe on synthetic CIFAR-shaped images, with augmentation)
+under several settings, each in a fresh process because the environment variables must be
+set before torch loads, and appends the digest of the weights, the digest of one forward pass
+and the seconds to ``--out``. Run it on two machines: a setting whose digests agree across
+CPUs is one a multi-session study can rely on, at the cost in seconds it shows.
 
     python benchmarks/reproducibility.py --out benchmarks/results/reproducibility.json
 """
@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 from prune_env.numerics import cpu_name
+from prune_env.tasks import get_task
+
+WIDTH = get_task("quick").width_mult  # the quick task's base network
 
 # name -> (environment variables, torch threads, oneDNN convolutions on)
 SETTINGS: dict[str, tuple[dict[str, str], int, bool]] = {
@@ -84,7 +87,7 @@ def package_worker(train, info) -> dict:
         )
         start = time.perf_counter()
         _, meta = zoo.get_base_model(
-            "resnet56", "synthetic", info, train, None, 0.25, progress=False,
+            "resnet56", "synthetic", info, train, None, WIDTH, progress=False,
             numerics="portable",
         )  # fmt: skip
         seconds = time.perf_counter() - start
@@ -114,7 +117,7 @@ def worker(steps: int, threads: int, onednn: bool, package: bool = False) -> dic
     if package:
         return package_worker(train, info)
     torch.manual_seed(0)
-    model = build_model("resnet56", info.num_classes, info.channels, 0.25)
+    model = build_model("resnet56", info.num_classes, info.channels, WIDTH)
     recipe = type(recipe)(**{**recipe.__dict__, "epochs": 1})
     seconds = train_model(model, train, info, recipe, seed=0, progress=False)
     model.eval()

@@ -12,8 +12,9 @@ which the ``*PruneSurrogate-v0`` ids read. ``--append`` adds to the existing log
 
     python benchmarks/surrogate_logs.py --env VGG16Prune-v0 --n 2000    # CPU: about 8 minutes
 
-The env is the one ``train.py --preset quick`` prunes (width 0.25, a 3-epoch base model, a
-1,000-image reward split), so the surrogate answers for the same task as the CPU demo.
+The env is the one ``train.py --preset quick`` prunes (the quick task of ``prune_env.tasks``:
+width 0.25, a 3-epoch base model, a 1,000-image reward split), so the surrogate answers for
+the same task as the CPU demo.
 """
 
 from __future__ import annotations
@@ -29,22 +30,21 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import prune_env
+from prune_env.constraints import largest_feasible, within_budget
+from prune_env.tasks import get_task
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "prune_env" / "surrogate_data"
-QUICK_TASK = {"width_mult": 0.25, "base_train_epochs": 3, "reward_size": 1000}
 
 
 def scaled_to(env, ratios: np.ndarray, target: float) -> np.ndarray:
-    """``ratios`` moved toward min_keep until the parameter fraction is at most ``target``."""
+    """``ratios`` moved toward min_keep until the parameter fraction is at most ``target``
+    (all the way to min_keep when even that is over it)."""
     low = env.min_keep
     family = lambda t: env.snap(low + t * (ratios - low))  # noqa: E731
-    if env.analytic_costs(family(1.0))["params"] <= target:
-        return family(1.0)
-    lo, hi = 0.0, 1.0
-    for _ in range(25):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if env.analytic_costs(family(mid))["params"] <= target else (lo, mid)
-    return family(lo)
+    t, _ = largest_feasible(
+        lambda t: within_budget(env.analytic_costs(family(t))["params"], target), steps=25
+    )
+    return family(t)
 
 
 def main() -> int:
@@ -65,8 +65,8 @@ def main() -> int:
         with gzip.open(out, "rb") as src, open(raw, "wb") as dst:
             shutil.copyfileobj(src, dst)
     env = prune_env.make(
-        args.env, **QUICK_TASK, train_base=True, budget=1.0, cache_size=0, device=args.device,
-        eval_log=raw, progress=True,
+        args.env, **get_task("quick").env_kwargs(), train_base=True, budget=1.0, cache_size=0,
+        device=args.device, eval_log=raw, progress=True,
     ).unwrapped  # fmt: skip
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()

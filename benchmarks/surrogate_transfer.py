@@ -17,15 +17,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from surrogate_logs import QUICK_TASK  # the task the shipped logs were made on
-
 import prune_env
 from agents import registry
 from agents.recording import rollout
 from prune_env.paths import atomic_write_json
+from prune_env.tasks import get_task
 from prune_pipeline.report import markdown_table
 
-PPO = {"n_steps": 256, "batch_size": 64, "device": "cpu"}  # train.py --preset quick
+QUICK = get_task("quick")  # the task the shipped logs were made on (surrogate_logs.py)
+# PPO's arguments as train.py --preset quick gives them (other algorithms: their defaults)
+PPO = {**QUICK.on_policy_kwargs(), "device": "cpu"}
 
 
 def main() -> int:
@@ -33,12 +34,16 @@ def main() -> int:
     parser.add_argument("--env", default="VGG16Prune-v0", help="the real env id")
     parser.add_argument("--algo", default="ppo_lag", help="algorithm trained on the surrogate")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
-    parser.add_argument("--total-timesteps", type=int, default=15_000, help="steps per seed")
+    parser.add_argument(
+        "--total-timesteps", type=int, default=QUICK.total_timesteps, help="steps per seed"
+    )
     parser.add_argument("--budget", type=float, default=0.1, help="params budget")
     args = parser.parse_args()
     surrogate_id = f"{args.env.removesuffix('-v0')}Surrogate-v0"
     kwargs = PPO if args.algo.startswith("ppo") else {}
-    real = prune_env.make(args.env, **QUICK_TASK, train_base=True, budget=args.budget).unwrapped
+    real = prune_env.make(
+        args.env, **QUICK.env_kwargs(), train_base=True, budget=args.budget
+    ).unwrapped
     rows, results = [], []
     for seed in range(args.seeds):
         surrogate = prune_env.make(surrogate_id, budget=args.budget)

@@ -20,6 +20,8 @@ import sys
 import numpy as np
 import torch
 
+from prune_env.constraints import within_budget
+
 
 def make_env(config: dict):
     """RLlib's env creator: imported in every env runner, so the ids are registered there."""
@@ -89,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             done = terminated or truncated
         costs.append(info["cost"])
         accuracies.append(info["accuracy"])
+    feasible = within_budget(np.mean(costs), args.budget)
     print(f"mean policy: accuracy {np.mean(accuracies):.4f}, cost {np.mean(costs):.4f} "
-          f"(budget {args.budget}), feasible {bool(np.mean(costs) <= args.budget)}")  # fmt: skip
+          f"(budget {args.budget}), feasible {feasible}")  # fmt: skip
     algo.stop()
     if started_ray:
         ray.shutdown()
