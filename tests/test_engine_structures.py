@@ -302,7 +302,8 @@ def test_one_channel_per_conv_group_is_kept_whole_and_said():
 
 
 def test_a_group_rejected_for_a_clash_is_cleared_when_accepted_later():
-    from prune_env.engine import DimSlice, _Candidate
+    from prune_env.engine import DimSlice
+    from prune_env.engine.groups import _Candidate, _claim
 
     _, _, engine, _ = _engine(GroupedNet)
     engine.kept_whole.clear()
@@ -311,7 +312,7 @@ def test_a_group_rejected_for_a_clash_is_cleared_when_accepted_later():
     # B shares two of those channels, so it clashes with A until A is dropped.
     a = _Candidate("A", 8, [DimSlice("c1.0", "out", r, r), DimSlice("g.0", "in", r, r)], np.ones(8))
     b = _Candidate("B", 2, [DimSlice("c1.0", "out", r[:2], r[:2])], np.ones(2))
-    assert engine._claim([a, b]) == [b]
+    assert _claim([a, b], engine.shapes, engine.kept_whole) == [b]
     assert "grouped convolution" in engine.kept_whole["A"] and "B" not in engine.kept_whole
 
 
@@ -339,7 +340,11 @@ def test_the_flatten_bound_passes_what_fits_and_stops_what_does_not():
     from torch_pruning import _helpers
     from torch_pruning.dependency.index_mapping import _FlattenIndexMapping
 
-    from prune_env.engine import _bounded_index_mapping, _IndexBounds, _IndexMappingDiverged
+    from prune_env.engine.tracing import (
+        _bounded_index_mapping,
+        _IndexBounds,
+        _IndexMappingDiverged,
+    )
 
     flatten = _FlattenIndexMapping(stride=4)
     idxs = [_helpers._HybridIndex(idx=i, root_idx=i) for i in (0, 2)]
@@ -372,7 +377,11 @@ def test_the_visit_bound_counts_each_node_per_group():
     from torch_pruning.dependency.group import Group
     from torch_pruning.dependency.node import Node
 
-    from prune_env.engine import _bounded_index_mapping, _IndexBounds, _IndexMappingDiverged
+    from prune_env.engine.tracing import (
+        _bounded_index_mapping,
+        _IndexBounds,
+        _IndexMappingDiverged,
+    )
 
     fc, other = (Node(nn.Linear(2, 2), None, name=n) for n in ("fc", "other"))
     to_fc, to_other = Dependency(None, None, fc, fc), Dependency(None, None, fc, other)
