@@ -8,8 +8,9 @@ Built in:
 | ppo_pid_lag | ``PPOLagrangian`` with the PID multiplier (Stooke et al. 2020) |
 | ppo_penalty, sac_penalty, td3_penalty | SB3 PPO / SAC / TD3 on ``CostPenalty(env, beta)`` |
 | trpo_penalty | sb3-contrib TRPO on ``CostPenalty(env, beta)`` |
-| amc | AMC (He et al. 2018): TD3 with budget-clipped actions, reward = accuracy |
-| uniform, magnitude_global, tp_global, random_search | non-RL baselines (``agents.baselines``) |
+| amc | AMC (He et al. 2018): TD3 on ``prune_env.wrappers.BudgetClip``, reward = accuracy |
+| uniform, magnitude_global, tp_global | pruning heuristics (``prune_env.heuristics``) |
+| random_search | the best of random episodes (``agents.baselines``) |
 
 Plugging in another algorithm:
 
@@ -49,12 +50,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from agents.amc import BudgetClip
 from agents.baselines import BASELINES
 from agents.policies import BoundedActorCriticPolicy
 from agents.ppo_lagrangian import PPOLagrangian
 from agents.recording import EpisodeRecord, EpisodeRecorder, RunResult
-from prune_env.wrappers import CostPenalty
+from prune_env.wrappers import BudgetClip, CostPenalty
 
 # (env, seed, hyperparameters) -> agent with learn() / predict() / save()
 Builder = Callable[..., Any]
@@ -160,7 +160,8 @@ def _td3_noise(env: gym.Env | VecEnv) -> NormalActionNoise:
 
 
 class BaselineBuilder:
-    """Builds one of ``agents.baselines`` (a search on one env: no VecEnv, nothing to load)."""
+    """Builds one of ``agents.baselines.BASELINES`` (a search on one env: no VecEnv, nothing
+    to load)."""
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 # Costs summed over an episode's steps carry rounding error: a cost this far over its budget
 # still meets it.
 FEASIBILITY_ATOL = 1e-12
+# The costs counted on the network (exact, the same on every count); any other is measured.
+ANALYTIC_COSTS = ("params", "flops")
 
 
 def within_budget(cost: float, budget: float) -> bool:
@@ -52,6 +54,12 @@ def largest_feasible(
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if feasible(mid) else (lo, mid)
     return lo, True
+
+
+def is_measured(cost: str | Callable[..., float]) -> bool:
+    """Whether ``cost`` (a name or a callable) is measured (latency, a callable) rather than
+    counted (params, FLOPs): a measured cost differs between two measurements of one network."""
+    return callable(cost) or cost not in ANALYTIC_COSTS
 
 
 def final_verdict(measured: bool, search_feasible: bool, cost: float, budget: float) -> bool:

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from prune_env.training import masks_hook, sgd_steps
+
 
 def accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
@@ -98,12 +100,19 @@ def finetune(
 
     Deterministic given ``generator``: it draws the batches, and its seed also seeds the
     global RNG (restored afterwards) from which Dropout draws its masks. ``masks``: (weight,
-    mask) pairs re-applied after every step (unstructured pruning keeps its zeros).
+    mask) pairs re-applied after every step (unstructured pruning keeps its zeros). The steps
+    are ``prune_env.training.sgd_steps``, the loop every fine-tuning runs.
     """
     if steps <= 0:
         return 0
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
+    size = max(2, min(batch_size, len(labels)))  # BatchNorm needs two per batch
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(steps):
+            idx = torch.randint(0, len(labels), (size,), generator=generator).to(images.device)
+            yield images[idx], labels[idx]
+
     cuda = images.device.type == "cuda"
     with torch.random.fork_rng(devices=[images.device] if cuda else []):
         # Only the generators of the devices in use: other GPUs' states stay untouched.
@@ -112,16 +121,8 @@ def finetune(
             with torch.cuda.device(images.device):
                 torch.cuda.manual_seed(generator.initial_seed())
         model.train()
-        for _ in range(steps):
-            size = max(2, min(batch_size, len(labels)))  # BatchNorm needs two per batch
-            idx = torch.randint(0, len(labels), (size,), generator=generator)
-            idx = idx.to(images.device)
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(images[idx]), labels[idx]).backward()
-            opt.step()
-            with torch.no_grad():
-                for weight, mask in masks:
-                    weight.mul_(mask)
+        for _ in sgd_steps(model, opt, batches(), nn.CrossEntropyLoss(), None, masks_hook(masks)):
+            pass
     model.eval()
     return steps * size
 

@@ -6,15 +6,47 @@
   5-tuple with the cost in ``info["cost"]``, which is what this package's agents read.
 - ``CostPenalty``: ``reward - beta * cost`` for unconstrained algorithms (a fixed-multiplier
   Lagrangian); the original reward stays in ``info["reward_raw"]``.
+- ``BudgetClip``: AMC's action clipping on a layer-wise pruning env, so that every episode
+  meets an analytic budget by construction.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
+
+from prune_env.constraints import all_within, largest_feasible
+
+# What a search or a wrapper may use of a pruning env: its public API, nothing private, so
+# that any env offering it (``PruneEnv`` whatever its evaluator) can be searched or clipped.
+PRUNING_ENV_API = (
+    "mode",
+    "n_layers",
+    "min_keep",
+    "snap",
+    "analytic_costs",
+    "cost_limits",
+    "counts",
+    "current_layer",
+    "decided_ratios",
+)
+
+
+def pruning_env(env: gym.Env, user: str, api: Sequence[str] = PRUNING_ENV_API) -> Any:
+    """``env.unwrapped`` if it offers ``api`` (a pruning env's public API), else a
+    ``ValueError`` naming ``user`` (what needs it) and what is missing."""
+    base = env.unwrapped
+    missing = [name for name in api if not hasattr(base, name)]
+    if missing:
+        raise ValueError(
+            f"{user} needs a prune_env pruning env, got {type(base).__name__} (it lacks "
+            f"{', '.join(missing)})"
+        )
+    return base
 
 
 def _cost_of(info: Mapping[str, Any]) -> float:
@@ -76,3 +108,55 @@ class CostPenalty(gym.Wrapper):
         info["reward_raw"] = reward
         info["penalty"] = penalty
         return obs, float(reward) - penalty, terminated, truncated, info
+
+
+class BudgetClip(gym.Wrapper):
+    """AMC's budget clipping (He et al. 2018, "AMC: AutoML for Model Compression and
+    Acceleration on Mobile Devices"): each layer-wise keep ratio is lowered, before its layer
+    is pruned, to the largest value for which the budget can still be met if every later
+    layer is pruned to ``min_keep``; so every episode meets the budget by construction (when
+    the budget is reachable at all).
+
+    Needs a layer-wise pruning env whose costs are analytic (params or FLOPs), as in AMC.
+    ``bisection_steps``: halvings of the search for that largest value.
+    """
+
+    def __init__(self, env: gym.Env, bisection_steps: int = 25) -> None:
+        super().__init__(env)
+        base = pruning_env(env, "BudgetClip")
+        if base.mode != "layerwise":
+            raise ValueError("BudgetClip needs a layer-wise prune_env pruning env")
+        if base.analytic_costs(np.ones(base.n_layers)) is None:
+            raise ValueError("AMC's budget clipping needs analytic costs ('params' or 'flops')")
+        self.prune_env = base
+        self.bisection_steps = bisection_steps
+
+    def _fits(self, ratios: np.ndarray) -> bool:
+        return all_within(self.prune_env.analytic_costs(ratios), self.prune_env.cost_limits)
+
+    def max_ratio(self) -> float:
+        """Largest keep ratio for the current layer that leaves the budget reachable."""
+        env = self.prune_env
+        t = env.current_layer
+        if t is None:
+            raise RuntimeError("call reset() first")
+        ratios = env.decided_ratios
+        ratios[t + 1 :] = env.min_keep
+
+        def with_ratio(a: float) -> np.ndarray:
+            ratios[t] = a
+            return ratios.copy()
+
+        ratio, _ = largest_feasible(
+            lambda a: self._fits(with_ratio(a)), env.min_keep, 1.0, self.bisection_steps
+        )
+        if ratio == 1.0:  # the layer may stay whole
+            return 1.0
+        # (out of reach, ``min_keep``: prune as hard as allowed) snapped, so exactly
+        # representable as an action
+        return float(env.snap(with_ratio(ratio))[t])
+
+    def step(self, action):
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        clipped = np.minimum(a, self.max_ratio()).astype(np.float32)
+        return self.env.step(clipped)

@@ -23,14 +23,14 @@ import numpy as np
 
 from agents import registry
 from agents.recording import rollout
-from prune_env.constraints import within_budget
+from prune_env.constraints import final_verdict, is_measured, within_budget
 from prune_pipeline.config import ConfigError, JobConfig
 from prune_pipeline.plots import plot_comparison, plot_keep_ratios
 from prune_pipeline.presets import agent_arguments
 from prune_pipeline.pruned import load_pruned, measure
 from prune_pipeline.report import comparison_rows, csv_text, markdown_table, pct
 from prune_pipeline.run_folder import RunFolder, RunFolderError
-from prune_pipeline.stages import COST_KEYS, finetune, measure_base
+from prune_pipeline.stages import COST_KEYS, chosen_feasible, finetune, measure_base
 from prune_pipeline.task import Task, make_task
 
 
@@ -82,7 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def remeasure(run: RunFolder, cfg: JobConfig, task: Task, trust_pickle: bool) -> dict[str, Any]:
-    """The saved pruned model and the base model, measured again on the test set."""
+    """The saved pruned model and the base model, measured again on the test set.
+
+    The constraint's verdict is the job's (``prune_env.constraints.final_verdict``): the
+    search's verdict on the network (from the run's report) and, for params and FLOPs, the
+    recount; a measured cost (latency) keeps the search's verdict, its new fraction beside it.
+    """
+    search_feasible = chosen_feasible(_finished_report(run)["selection"])
     base = measure_base(task)
     net = load_pruned(run.path, task.device, trust_pickle=trust_pickle)
     pruned = measure(
@@ -90,8 +96,17 @@ def remeasure(run: RunFolder, cfg: JobConfig, task: Task, trust_pickle: bool) ->
     ).to_dict()
     key = COST_KEYS[cfg.cost]
     pruned["cost"] = pruned[key] / base[key]
-    pruned["constraint_satisfied"] = within_budget(pruned["cost"], cfg.budget)
+    pruned["constraint_satisfied"] = final_verdict(
+        is_measured(cfg.cost), search_feasible, pruned["cost"], cfg.budget
+    )
     return {"base": base, "pruned": pruned}
+
+
+def _finished_report(run: RunFolder) -> dict[str, Any]:
+    """The run's report; a clear error if the run did not finish (it has none)."""
+    if not run.is_complete:
+        raise SystemExit(f"error: {run.path} has no report.json: the run did not finish")
+    return run.report()
 
 
 def _agent_kwargs(cfg: JobConfig, method: str) -> dict[str, Any]:
@@ -101,8 +116,8 @@ def _agent_kwargs(cfg: JobConfig, method: str) -> dict[str, Any]:
 
 def compare(run: RunFolder, cfg: JobConfig, task: Task, methods: list[str], progress: bool) -> list:
     """Each method prunes the same base model to the same budget and is fine-tuned alike."""
+    report = _finished_report(run)
     base = measure_base(task)
-    report = run.report()
     own = report["pruned"]
     rows = [
         {
@@ -303,8 +318,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.compare is not None:
-        if not run.is_complete:
-            raise SystemExit(f"error: {run_dir} has no report.json: the run did not finish")
         rows = compare(run, cfg, task, args.compare, args.progress)
         headers, table = compare_table(rows, cfg)
         title = f"{cfg.env}, {cfg.cost} budget {cfg.budget:g}, {cfg.granularity}, seed {cfg.seed}"
@@ -322,19 +335,20 @@ def main(argv: list[str] | None = None) -> int:
     result = remeasure(run, cfg, task, args.trust_pickle)
     base, pruned = result["base"], result["pruned"]
     print(markdown_table(["", "base", "pruned", "pruned / base"], comparison_rows(base, pruned)))
+    # a measured cost is judged by the search's measurement, not by this second one
+    judged_by = "; the search's measurement decides" if is_measured(cfg.cost) else ""
     print(
         f"\nconstraint ({cfg.cost} kept <= {cfg.budget:g}): "
         f"{'satisfied' if pruned['constraint_satisfied'] else 'NOT satisfied'} "
-        f"(cost {pruned['cost']:.4f})"
+        f"(cost {pruned['cost']:.4f}{judged_by})"
     )
-    if run.is_complete:
-        reported = run.report()["pruned"]["test_accuracy"]
-        same = abs(reported - pruned["test_accuracy"]) < 1e-9
-        result["matches_report"] = same
-        print(
-            f"test accuracy {'matches' if same else 'DIFFERS FROM'} the report "
-            f"({pct(reported)} reported)"
-        )
+    reported = run.report()["pruned"]["test_accuracy"]
+    same = abs(reported - pruned["test_accuracy"]) < 1e-9
+    result["matches_report"] = same
+    print(
+        f"test accuracy {'matches' if same else 'DIFFERS FROM'} the report "
+        f"({pct(reported)} reported)"
+    )
     run.write_json("evaluation.json", result)
     return 0
 

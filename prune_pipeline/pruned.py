@@ -32,6 +32,7 @@ from prune_env.engine import measure_resources
 from prune_env.evaluation import zero_weight_masks
 from prune_env.models import build_model
 from prune_env.paths import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from prune_env.training import masks_hook
 from prune_env.zoo import RECIPES, Recipe, split_accuracy, train_model
 
 ARCH_FORMAT = "prune_pipeline.pruned/2"
@@ -106,7 +107,8 @@ def finetune_pruned(
     The recipe is the architecture's base recipe (augmentation, momentum, weight decay, one
     cosine cycle) with ``epochs`` and peak ``lr``. ``keep_zeros``: weights that are zero now
     (unstructured pruning) are set back to zero after every step, so the sparsity the search
-    chose is the sparsity delivered. ``augment`` overrides the recipe's crop-and-flip.
+    chose is the sparsity delivered. ``augment`` overrides the recipe's crop-and-flip. The
+    steps are ``prune_env.training.sgd_steps``, the loop every fine-tuning runs.
     """
     if epochs <= 0:
         return 0.0
@@ -120,12 +122,6 @@ def finetune_pruned(
         augment=base.augment if augment is None else augment,
     )
     masks = zero_weight_masks(model) if keep_zeros else []
-
-    @torch.no_grad()
-    def reapply_masks() -> None:
-        for weight, mask in masks:
-            weight.mul_(mask)
-
     return train_model(
         model,
         train,
@@ -134,7 +130,7 @@ def finetune_pruned(
         seed=seed,
         progress=progress,
         description="fine-tuning",
-        after_step=reapply_masks if masks else None,
+        after_step=masks_hook(masks),
     )
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from agents import registry
 from agents.callbacks import SearchMonitor
 from agents.recording import EpisodeRecord, rollout, violation_rate_per_quarter
-from prune_env.constraints import within_budget
+from prune_env.constraints import final_verdict, is_measured
 from prune_env.numerics import state_digest
 from prune_env.zoo import split_accuracy
 from prune_pipeline.pruned import finetune_pruned, measure
@@ -317,6 +317,15 @@ class Extraction:
     final_policy: dict[str, Any] | None  # the learned policy's own episode (RL agents)
 
 
+def chosen_feasible(selection: dict[str, Any]) -> bool:
+    """The search's verdict on the network it delivered, read from the report's "selection"
+    section (``Extraction.selection``: the env's evaluation of every candidate)."""
+    chosen = [c for c in selection["candidates"] if c["source"] == selection["chosen"]]
+    if len(chosen) != 1:
+        raise ValueError(f"the selection names no single chosen candidate: {selection!r}")
+    return bool(chosen[0]["feasible"])
+
+
 def extract(
     task: Task,
     algo: str,
@@ -418,22 +427,24 @@ def measure_pruned(
     accuracy_before: float,
 ) -> dict[str, Any]:
     """The fine-tuned pruned network on the test images, its measured cost against the base,
-    and whether the constraint holds (latency is noisy: the search's measurement decides it;
-    params and FLOPs are exact)."""
+    and whether the constraint holds (``prune_env.constraints.final_verdict``: latency is
+    noisy, so the search's measurement decides it; params and FLOPs are recounted)."""
     stats = measure(
         net, task.test, task.info, task.latency_batch(), nonzero=weight_granularity
     ).to_dict()
     key = COST_KEYS[cost]
     measured_cost = stats[key] / base[key]
     chosen = extraction.chosen
+    search_feasible = bool(chosen["constraint_satisfied"])
     stats.update(
         {
             "test_accuracy_before_finetune": accuracy_before,
             "reward_accuracy": chosen["accuracy"],
             "cost": float(chosen["cost"]),
             "measured_cost": measured_cost,
-            "constraint_satisfied": bool(chosen["constraint_satisfied"])
-            and (cost == "latency" or within_budget(measured_cost, budget)),
+            "constraint_satisfied": final_verdict(
+                is_measured(cost), search_feasible, measured_cost, budget
+            ),
             "layers": task.layers,
             "kept": chosen["kept"],
             "keep_ratios": chosen["keep_ratios"],

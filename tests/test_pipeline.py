@@ -4,6 +4,7 @@ converter, the run folder, the layering of the packages."""
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -183,13 +184,48 @@ def test_a_checkpoint_commit_is_atomic_and_drops_older_files(tmp_path):
         RunFolder.open(tmp_path)
 
 
-def test_feasibility_is_one_function():
+PACKAGES = ("prune_env", "agents", "prune_pipeline")
+CONSTRAINTS = ROOT / "prune_env" / "constraints.py"
+# a midpoint of two names, as a bisection writes it: (lo + hi) / 2
+MIDPOINT = re.compile(r"\(\s*[A-Za-z_]\w*\s*\+\s*[A-Za-z_]\w*\s*\)\s*/\s*2\b")
+
+
+def _package_modules() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+
+
+def _cost_budget_comparisons(path: Path) -> list[str]:
+    """Order comparisons of a cost with a budget or limit (what ``within_budget`` is for)."""
+    source = path.read_text()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare) or not any(
+            isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in node.ops
+        ):
+            continue
+        sides = [ast.get_source_segment(source, n) or "" for n in (node.left, *node.comparators)]
+        bound = [bool(re.search("budget|limit", s, re.IGNORECASE)) for s in sides]
+        cost = [bool(re.search("cost", s, re.IGNORECASE)) for s in sides]
+        # a side naming both (``self.cost_limit``) is a bound, not a cost
+        if any(bound) and any(c and not b for c, b in zip(cost, bound, strict=True)):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_constraints_have_one_home():
+    """The feasibility test, the bisection onto a budget and the verdict after fine-tuning are
+    written once, in prune_env.constraints, and every module of the packages uses them."""
     assert within_budget(0.1 + 1e-13, 0.1) and not within_budget(0.1 + 1e-9, 0.1)
-    for path in ["agents/recording.py", "prune_env/envs/pruning.py", "prune_env/envs/surrogate.py",
-                 "prune_pipeline/stages.py", "prune_pipeline/evaluation.py",
-                 "prune_pipeline/bench.py"]:  # fmt: skip
-        text = (ROOT / path).read_text()
-        assert "within_budget" in text and "1e-12" not in text, path
+    modules = [p for p in _package_modules() if p != CONSTRAINTS]
+    assert len(modules) > 30  # every module, wherever it lives
+    for path in modules:
+        text, name = path.read_text(), path.relative_to(ROOT)
+        assert not MIDPOINT.search(text), f"{name} bisects on its own"
+        assert not re.search(r'[!=]=\s*"latency"', text), f"{name} exempts latency on its own"
+    assert not [c for p in modules for c in _cost_budget_comparisons(p)]
+    assert _cost_budget_comparisons(CONSTRAINTS)  # the check does see a plain comparison
+    for path in ("prune_pipeline/stages.py", "prune_pipeline/evaluation.py"):
+        assert "final_verdict(" in (ROOT / path).read_text(), path
 
 
 def _imports(path: Path) -> set[str]:

@@ -6,7 +6,7 @@ import pytest
 from stable_baselines3 import A2C
 
 from agents import registry
-from agents.amc import BudgetClip
+from prune_env.wrappers import BudgetClip
 from tests.conftest import TINY
 
 ON_POLICY = {"n_steps": 64, "batch_size": 32}

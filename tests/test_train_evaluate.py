@@ -115,6 +115,27 @@ def test_evaluate_remeasures_what_the_report_says(finished_run):
     assert result["pruned"]["test_accuracy"] == report["pruned"]["test_accuracy"]
     assert result["pruned"]["params"] == report["pruned"]["params"]
     assert result["pruned"]["flops"] == report["pruned"]["flops"]
+    # the job's verdict (prune_env.constraints.final_verdict on the same record)
+    assert result["pruned"]["constraint_satisfied"] == report["pruned"]["constraint_satisfied"]
+
+
+def test_evaluate_reads_the_searchs_verdict_from_the_run(finished_run, tmp_path):
+    run_dir, home = finished_run
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    report = json.loads((copy / "report.json").read_text())
+    selection = report["selection"]
+    # the search judged the chosen network infeasible: its recount does not overturn that
+    for candidate in selection["candidates"]:
+        candidate["feasible"] = candidate["source"] != selection["chosen"]
+    (copy / "report.json").write_text(json.dumps(report))
+    out = _run("evaluate.py", copy, "--no-progress", home=home).stdout
+    assert "NOT satisfied" in out
+    result = json.loads((copy / "evaluation.json").read_text())
+    assert result["pruned"]["constraint_satisfied"] is False
+    (copy / "report.json").unlink()  # no record of the search's verdict: a clear refusal
+    proc = _run("evaluate.py", copy, "--no-progress", home=home, check=False)
+    assert proc.returncode != 0 and "the run did not finish" in proc.stderr
 
 
 def test_evaluate_compares_methods_and_rolls_the_agent_out(finished_run):
