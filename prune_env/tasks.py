@@ -44,7 +44,7 @@ class TaskSpec:
 
     name: str
     description: str
-    width_mult: float  # width of the base network (1.0: the architecture as published)
+    width_mult: float  # channel multiplier of the base network (1.0: as published)
     base_epochs: int | None  # epochs of the base recipe (None: the architecture's full one)
     reward_size: int  # held-out training images the search's reward is measured on
     total_timesteps: int  # search length in env steps
@@ -58,8 +58,8 @@ class TaskSpec:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"TaskSpec name must be a non-empty string, got {self.name!r}")
         width = self.width_mult
-        if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 1:
-            raise ValueError(f"TaskSpec width_mult must be a number in (0, 1], got {width!r}")
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+            raise ValueError(f"TaskSpec width_mult must be a number > 0, got {width!r}")
         if self.base_epochs is not None:
             _positive_int("base_epochs", self.base_epochs, minimum=0)
         for name in ("reward_size", "total_timesteps", "n_steps", "batch_size"):

@@ -292,6 +292,7 @@ class JobConfig:
                 raise ConfigError(f"--env-kwargs {key!r}: use {option} instead")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("--device cuda but PyTorch sees no CUDA device")
+        self.task_spec()  # the task with the options that override it must be a valid one
         return self
 
     def resolve(self) -> JobConfig:
@@ -312,7 +313,8 @@ class JobConfig:
                 get_task(self.preset), **{k: v for k, v in given.items() if v is not None}
             )
         except ValueError as exc:
-            raise ConfigError(f"{exc} (--preset {self.preset} and the options given)") from None
+            named = [_flag(k) for k, v in given.items() if v is not None and f" {k} " in str(exc)]
+            raise ConfigError(f"{(named or [f'--preset {self.preset}'])[0]}: {exc}") from None
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any]) -> JobConfig:

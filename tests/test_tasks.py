@@ -93,7 +93,7 @@ def test_an_unknown_task_is_refused_with_the_known_names():
 
 
 def test_a_task_is_checked_and_its_name_is_not_taken_twice(tiny):
-    with pytest.raises(ValueError, match="width_mult must be a number in"):
+    with pytest.raises(ValueError, match="width_mult must be a number > 0"):
         dataclasses.replace(TINY, width_mult=0.0)
     with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
         dataclasses.replace(TINY, n_steps=0)
@@ -101,6 +101,8 @@ def test_a_task_is_checked_and_its_name_is_not_taken_twice(tiny):
         dataclasses.replace(TINY, model="vgg16")
     with pytest.raises(ValueError, match="a task named 'tiny' exists"):
         register_task(TINY)
+    with pytest.raises(ConfigError, match="--finetune-epochs: TaskSpec finetune_epochs must"):
+        JobConfig(finetune_epochs=-1).validate()  # the job names its option
     with pytest.raises(dataclasses.FrozenInstanceError):
         TINY.reward_size = 1  # type: ignore[misc]
     # the task's env arguments have options of their own: --env-kwargs may not set them
