@@ -16,7 +16,28 @@ from prune_env.engine.tracing import _module_spatial
 class _EngineBase:
     """Shared state: the base model on its device, its meta skeleton and resource totals."""
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input: torch.Tensor,
+        importance: str = "l1",
+        ignored_layers: Sequence[str] = (),
+    ) -> None:
+        self._check_importance(importance)
+        self._setup_base(model, example_input)
+        self._setup_units(model, example_input, importance, ignored_layers)
+
+    @staticmethod
+    def _check_importance(importance: str) -> None:
+        raise NotImplementedError
+
+    def _setup_units(
+        self, model: nn.Module, example_input: torch.Tensor, importance: str, ignored_layers
+    ) -> None:
+        """The engine's decision units (and its rankings) for ``importance``."""
+        raise NotImplementedError
+
+    def _setup_base(self, model: nn.Module, example_input: torch.Tensor) -> None:
         self.base = model.eval()
         self.device = next(model.parameters()).device
         self._skeleton = copy.deepcopy(model).to("meta")

@@ -61,16 +61,14 @@ class ChannelEngine(_EngineBase):
             The last-executed Conv/Linear (the classifier head) is always ignored.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        example_input: torch.Tensor,
-        importance: str = "l1",
-        ignored_layers: Sequence[str] = (),
-    ) -> None:
+    @staticmethod
+    def _check_importance(importance: str) -> None:
         if importance not in IMPORTANCES:
             raise ValueError(f"unknown importance {importance!r}; expected one of {IMPORTANCES}")
-        super().__init__(model, example_input)
+
+    def _setup_units(
+        self, model: nn.Module, example_input: torch.Tensor, importance: str, ignored_layers
+    ) -> None:
         ignored = self._ignored_modules(model, ignored_layers)
         example = example_input[:1].to(self.device)
         graph = trace_dependency_graph(model, example)
@@ -89,7 +87,7 @@ class ChannelEngine(_EngineBase):
             warnings.warn(
                 f"{len(self.kept_whole)} channel groups are kept whole (root layer: reason): "
                 f"{listing}",
-                stacklevel=2,
+                stacklevel=4,
             )
         if not self.units:
             raise ValueError(

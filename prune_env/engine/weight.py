@@ -28,19 +28,17 @@ class WeightEngine(_EngineBase):
         ignored_layers: names of Conv/Linear modules that keep every weight.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        example_input: torch.Tensor,
-        importance: str = "l1",
-        ignored_layers: Sequence[str] = (),
-    ) -> None:
+    @staticmethod
+    def _check_importance(importance: str) -> None:
         if importance not in ("l1", "l2", "random"):
             raise ValueError(
                 f"importance {importance!r} is not defined for granularity='weight'; "
                 "expected 'l1', 'l2' or 'random'"
             )
-        super().__init__(model, example_input)
+
+    def _setup_units(
+        self, model: nn.Module, example_input: torch.Tensor, importance: str, ignored_layers
+    ) -> None:
         self.importance = importance
         layers = [n for n, s in self.shapes.items() if s.kind in ("conv", "linear")]
         unknown = [n for n in ignored_layers if n not in layers]
