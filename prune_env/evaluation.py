@@ -1,11 +1,13 @@
-"""The reward's building blocks: accuracy, BatchNorm re-calibration, a few fine-tune steps."""
+"""The reward's building blocks: accuracy, BatchNorm re-calibration, the reward variants, a few
+fine-tune steps."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -138,7 +140,55 @@ def wilson_upper(correct: int, seen: int, z: float) -> float:
     return min(1.0, (centre + spread) / denom)
 
 
-REWARDS = ("accuracy", "neg_ce", "agreement", "neg_kl")
+# ----------------------------------------------------------------------------- reward variants
+BatchSum = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], float]
+
+
+@dataclass(frozen=True)
+class RewardVariant:
+    """A reward: ``batch_sum(logits, log_probs, labels, base_log_probs)`` is its sum over one
+    batch (the env divides the total by the images seen); ``needs_base`` when it compares
+    with the base network's outputs (``base_log_probs``; then it needs no labels)."""
+
+    batch_sum: BatchSum
+    needs_base: bool = False
+
+
+def _correct(logits, log_probs, labels, base) -> int:
+    return int((logits.argmax(1) == labels).sum())
+
+
+def _log_likelihood(logits, log_probs, labels, base) -> float:
+    return float(log_probs.gather(1, labels[:, None]).sum())
+
+
+def _agreement(logits, log_probs, labels, base) -> int:
+    return int((logits.argmax(1) == base.argmax(1)).sum())
+
+
+def _neg_kl(logits, log_probs, labels, base) -> float:
+    return -float((base.exp() * (base - log_probs)).sum())
+
+
+REWARD_VARIANTS: dict[str, RewardVariant] = {
+    "accuracy": RewardVariant(_correct),  # top-1 accuracy
+    "neg_ce": RewardVariant(_log_likelihood),  # minus the mean cross-entropy
+    "agreement": RewardVariant(_agreement, needs_base=True),  # top-1 class = the base's
+    "neg_kl": RewardVariant(_neg_kl, needs_base=True),  # minus KL(base || pruned)
+}
+REWARDS = tuple(REWARD_VARIANTS)  # the built-in ones
+
+
+def register_reward(name: str, batch_sum: BatchSum, needs_base: bool = False) -> None:
+    """Make ``reward=name`` score candidates with ``batch_sum`` (see ``RewardVariant``); it is
+    computed in the same forward pass as the others and reported in ``reward_metrics``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a reward name must be a non-empty string, got {name!r}")
+    if name in REWARD_VARIANTS:
+        raise ValueError(f"reward {name!r} is already registered")
+    if not callable(batch_sum):
+        raise TypeError(f"batch_sum must be callable, got {type(batch_sum).__name__}")
+    REWARD_VARIANTS[name] = RewardVariant(batch_sum, needs_base)
 
 
 @torch.no_grad()
@@ -152,7 +202,8 @@ def reward_metrics(
     z: float = 3.0,
     base_log_probs: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], int]:
-    """Every reward variant from one pass over ``images``; returns (metrics, images seen).
+    """Every reward variant (``REWARD_VARIANTS``) from one pass over ``images``; returns
+    (metrics, images seen).
 
     - ``accuracy``: top-1 accuracy;
     - ``neg_ce``: minus the mean cross-entropy with ``labels``;
@@ -161,6 +212,7 @@ def reward_metrics(
     - ``neg_kl``: minus the mean KL divergence from the base model's output distribution to
       the pruned one's (needs ``base_log_probs``; no labels).
 
+    Variants that need the base model's outputs are left out without ``base_log_probs``.
     ``batch_stats``: BatchNorm layers normalise with the statistics of each batch and keep the
     cumulative average as their running statistics, so re-calibration and evaluation share one
     forward pass. ``stop_below``: stop as soon as the Wilson upper bound (``z`` standard
@@ -169,8 +221,13 @@ def reward_metrics(
     """
     n = len(labels)
     bounds = _near_equal_bounds(n, batch_size)
-    correct = agree = seen = 0
-    ce = kl = 0.0
+    variants = {
+        name: v
+        for name, v in REWARD_VARIANTS.items()
+        if base_log_probs is not None or not v.needs_base
+    }
+    totals = dict.fromkeys(variants, 0)
+    seen = 0
     use_batch_stats = batch_stats and has_batchnorm(model)
     mode = _cumulative_bn_stats(model) if use_batch_stats else nullcontext(model.eval())
     with mode:
@@ -178,22 +235,19 @@ def reward_metrics(
             logits = model(images[start:end]).float()
             y = labels[start:end]
             log_probs = torch.log_softmax(logits, dim=1)
-            correct += int((logits.argmax(1) == y).sum())
-            ce -= float(log_probs.gather(1, y[:, None]).sum())
+            base = None
             if base_log_probs is not None:
                 base = base_log_probs[start:end].to(log_probs.device)
-                agree += int((logits.argmax(1) == base.argmax(1)).sum())
-                kl += float((base.exp() * (base - log_probs)).sum())
+            for name, variant in variants.items():
+                totals[name] += variant.batch_sum(logits, log_probs, y, base)
             seen = int(end)
             if stop_below is not None and seen < n:
+                correct = totals["accuracy"]
                 upper_rest = wilson_upper(correct, seen, z)
                 if (correct + upper_rest * (n - seen)) / n < stop_below:
                     break
     count = max(seen, 1)
-    metrics = {"accuracy": correct / count, "neg_ce": -ce / count}
-    if base_log_probs is not None:
-        metrics.update(agreement=agree / count, neg_kl=-kl / count)
-    return metrics, seen
+    return {name: total / count for name, total in totals.items()}, seen
 
 
 def reward_accuracy(

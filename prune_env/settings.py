@@ -28,7 +28,7 @@ from prune_env.constraints import check_budget
 from prune_env.costs import CostSpec, parse_costs
 from prune_env.data import ALL_DATASETS
 from prune_env.engine import IMPORTANCES
-from prune_env.evaluation import REWARDS
+from prune_env.evaluation import REWARD_VARIANTS
 from prune_env.models import MODELS
 from prune_env.numerics import check_numerics
 
@@ -135,7 +135,7 @@ class RewardSettings:
     def __post_init__(self) -> None:
         _positive_int("eval_batch_size", self.eval_batch_size)
         _positive_int("finetune_batch_size", self.finetune_batch_size)
-        _choice("reward", self.reward, REWARDS)
+        _choice("reward", self.reward, list(REWARD_VARIANTS))
         if self.early_stop and self.reward != "accuracy":
             raise ValueError("early_stop bounds the accuracy: it needs reward='accuracy'")
         size = self.infeasible_reward_size
@@ -213,7 +213,14 @@ def env_settings(task: str | None = None, **kwargs: Any) -> EnvSettings:
     if task is not None:
         from prune_env.tasks import get_task  # the task registry sits above the settings
 
-        kwargs = {**get_task(task).env_kwargs(), **kwargs}
+        spec = get_task(task)
+        given = kwargs.get("model")
+        if spec.model is not None and given is not None and given != spec.model:
+            raise ValueError(
+                f"task {spec.name!r} prunes {spec.model!r}, not this env's model {given!r}: "
+                "use the task with its own env id"
+            )
+        kwargs = {**spec.env_kwargs(), **kwargs}
     unknown = sorted(set(kwargs) - set(ENV_ARGUMENTS))
     if unknown:
         raise TypeError(
