@@ -19,6 +19,7 @@ import json
 import time
 import zlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +41,35 @@ from prune_env.settings import RewardSettings
 from prune_env.task_data import TaskData
 
 
+@dataclass
+class EvaluatorParts:
+    """What ``PruneEnv`` hands an evaluator class (``Evaluator.from_parts``): its engine, cost
+    models, the task's images and base model, the reward settings, the device and the task
+    record (``PruneEnv.task()``)."""
+
+    engine: Any
+    costs: list[CostModel]
+    data: TaskData
+    settings: RewardSettings
+    device: torch.device
+    task_record: dict[str, Any]
+
+
 class Evaluator:
     """Scores candidates of one pruning task, with an LRU cache of ``cache_size`` answers.
 
     ``engine`` is the env's pruning engine (structure, counts, building), ``costs`` its cost
-    models (the first is the primary one). Subclasses implement ``_score`` and may set
-    ``eval_log`` (a JSON-lines file every fresh evaluation is appended to).
+    models (the first is the primary one). Subclasses implement ``_score`` and ``task`` and
+    may set ``eval_log`` (a JSON-lines file every fresh evaluation is appended to);
+    ``PruneEnv(..., evaluator=Subclass)`` builds one with ``from_parts``.
     """
 
     reward_kind = "accuracy"
+
+    @classmethod
+    def from_parts(cls, parts: EvaluatorParts) -> Evaluator:
+        """The evaluator of an env (override when ``__init__`` takes more)."""
+        return cls(parts.engine, parts.costs, parts.settings.cache_size)
 
     def __init__(self, engine: Any, costs: list[CostModel], cache_size: int) -> None:
         self.engine, self.costs, self.cache_size = engine, costs, int(cache_size)
@@ -182,6 +203,11 @@ class Evaluator:
 class RealEvaluator(Evaluator):
     """The real reward: build, re-calibrate BatchNorm, fine-tune, measure (``PruneEnv``'s
     Reward section says what each setting does)."""
+
+    @classmethod
+    def from_parts(cls, parts: EvaluatorParts) -> RealEvaluator:
+        p = parts
+        return cls(p.engine, p.costs, p.data, p.settings, p.device, p.task_record)
 
     def __init__(
         self,

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from prune_env import evaluation
 from prune_env.constraints import check_budget
 from prune_env.costs import CostSpec, parse_costs
 from prune_env.data import ALL_DATASETS
 from prune_env.engine import IMPORTANCES
-from prune_env.evaluation import REWARD_VARIANTS
 from prune_env.models import MODELS
 from prune_env.numerics import check_numerics
 
@@ -135,7 +135,7 @@ class RewardSettings:
     def __post_init__(self) -> None:
         _positive_int("eval_batch_size", self.eval_batch_size)
         _positive_int("finetune_batch_size", self.finetune_batch_size)
-        _choice("reward", self.reward, list(REWARD_VARIANTS))
+        _choice("reward", self.reward, list(evaluation.REWARD_VARIANTS))
         if self.early_stop and self.reward != "accuracy":
             raise ValueError("early_stop bounds the accuracy: it needs reward='accuracy'")
         size = self.infeasible_reward_size

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from prune_env.costs import CostContext, CostSpec, build_cost_models
 from prune_env.devices import resolve_device
 from prune_env.engine import make_engine
-from prune_env.evaluators import Evaluator, RealEvaluator
+from prune_env.evaluators import Evaluator, EvaluatorParts, RealEvaluator
 from prune_env.settings import (
     GRANULARITIES,
     MODES,
@@ -227,6 +227,8 @@ class PruneEnv(gym.Env):
       memory format; "auto" (default) uses it on CPU, where pruned nets with odd channel counts
       run 2-3x faster in NHWC (benchmarks/env_speed.py), not on CUDA (not measured yet).
     - ``latency_batch_size``, ``latency_repeats``: the latency measurement.
+    - ``evaluator``: the ``prune_env.evaluators.Evaluator`` subclass that scores a finished
+      episode (default ``RealEvaluator``, the reward described above).
     - ``task``: a named task (``prune_env.tasks``, e.g. "quick"): its width, base recipe and
       reward split become the defaults of the arguments above.
     - ``split_seed``: seed of the fixed carving of the training set into reward/calibration/
@@ -264,7 +266,12 @@ class PruneEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(
-        self, model: str | nn.Module, *, render_mode: str | None = None, **kwargs: Any
+        self,
+        model: str | nn.Module,
+        *,
+        render_mode: str | None = None,
+        evaluator: type[Evaluator] = RealEvaluator,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
         _check_render_mode(render_mode)
@@ -279,7 +286,9 @@ class PruneEnv(gym.Env):
         costs = self.settings.costs
         latency_batch = data.images[: min(costs.latency_batch_size, len(data.images))]
         context = CostContext(self.engine, data.base, latency_batch, costs.latency_repeats)
-        evaluator = RealEvaluator(
+        if not (isinstance(evaluator, type) and issubclass(evaluator, Evaluator)):
+            raise TypeError(f"evaluator must be an Evaluator subclass, got {evaluator!r}")
+        parts = EvaluatorParts(
             self.engine,
             build_cost_models(costs.specs, context),
             data,
@@ -287,7 +296,7 @@ class PruneEnv(gym.Env):
             self.device,
             self._task_record(data),
         )
-        self._attach(evaluator, data.base, data.base_info)
+        self._attach(evaluator.from_parts(parts), data.base, data.base_info)
         self.setup_seconds = time.perf_counter() - setup_start
 
     # ----------------------------------------------------------------- set-up
