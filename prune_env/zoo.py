@@ -2,16 +2,18 @@
 
 Cached checkpoints live in ``$PRUNE_ENV_HOME/checkpoints`` (default ``~/.cache/prune_env``),
 named after everything that makes them differ (architecture, width, data set, epochs), so
-that two different base models are never mistaken for one another.
+that two different base models are never mistaken for one another. Base training leaves a
+held-out part of the training split out (``heldout_indices``) and records it in the checkpoint.
+
+The training loop itself (``Recipe``, ``RECIPES``, ``train_model``, ``train_model_logged``, the
+training-state files) lives in ``prune_env.base_training``; its names can be imported from here
+as well.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import time
-import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,19 +21,26 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+# base_training's names stay importable from here (``__all__``); train_base_model and
+# get_base_model look RECIPES, train_model_logged and split_accuracy up in this module.
+from prune_env.base_training import (
+    RECIPES,
+    TRAINING_STATE_FORMAT,
+    Recipe,
+    split_accuracy,
+    train_model,
+    train_model_logged,
+    training_state_path,
+)
 from prune_env.data import (
     DatasetInfo,
     Split,
-    augment,
     data_root,
     dataset_info,
     load_split,
-    normalise,
     synthetic_split,
 )
-from prune_env.evaluation import accuracy
 from prune_env.models import ARCH_INPUT, build_model
 from prune_env.numerics import (
     check_numerics,
@@ -43,6 +52,33 @@ from prune_env.numerics import (
 )
 from prune_env.paths import atomic_torch_save, home_dir
 
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "HELDOUT_FRACTION",
+    "HELDOUT_MAX",
+    "HELDOUT_RULE",
+    "HELDOUT_SEED",
+    "RECIPES",
+    "TRAINING_STATE_FORMAT",
+    "BaseModel",
+    "BaseModelMissing",
+    "CheckpointError",
+    "Recipe",
+    "arch_split",
+    "cache_path",
+    "data_tag",
+    "get_base_model",
+    "heldout_from_meta",
+    "heldout_indices",
+    "load_checkpoint",
+    "prepare_base_model",
+    "split_accuracy",
+    "train_base_model",
+    "train_model",
+    "train_model_logged",
+    "training_state_path",
+]
+
 CHECKPOINT_FORMAT = "prune_env.checkpoint/1"
 
 
@@ -52,226 +88,6 @@ class BaseModelMissing(FileNotFoundError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint is unreadable or does not fit the architecture."""
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """SGD with Nesterov momentum, cosine learning-rate decay, optional crop+flip augmentation."""
-
-    epochs: int
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    augment: bool = True
-
-
-# Short schedules, chosen so that a CPU can produce every base model; the accuracy each
-# reaches and how long it takes: docs/environments.md#base-models.
-RECIPES: dict[str, Recipe] = {
-    "lenet5": Recipe(epochs=8, lr=0.05, weight_decay=5e-4, augment=False),
-    "vgg11": Recipe(epochs=30),
-    "vgg16": Recipe(epochs=30),
-    "vgg19": Recipe(epochs=30),
-    "resnet18": Recipe(epochs=30),
-    "resnet56": Recipe(epochs=30, lr=0.1),
-}
-
-
-TRAINING_STATE_FORMAT = "prune_env.training_state/1"
-
-
-def train_model(
-    model: nn.Module,
-    train: Split,
-    info: DatasetInfo,
-    recipe: Recipe,
-    seed: int = 0,
-    progress: bool = True,
-    description: str = "training",
-    after_step: Callable[[], None] | None = None,
-) -> float:
-    """Train ``model`` in place on its device with ``recipe``; returns seconds spent.
-
-    ``after_step`` runs after every optimiser step (fine-tuning uses it to keep pruned weights
-    at zero). ``train_model_logged`` is the same loop with a per-epoch log and resuming.
-    """
-    seconds, _ = train_model_logged(
-        model, train, info, recipe, seed, progress, description, after_step
-    )
-    return seconds
-
-
-def train_model_logged(
-    model: nn.Module,
-    train: Split,
-    info: DatasetInfo,
-    recipe: Recipe,
-    seed: int = 0,
-    progress: bool = True,
-    description: str = "training",
-    after_step: Callable[[], None] | None = None,
-    state_file: str | os.PathLike | None = None,
-    evaluate: Callable[[nn.Module], float] | None = None,
-    identity: dict[str, Any] | None = None,
-) -> tuple[float, list[dict[str, Any]]]:
-    """``train_model`` that also returns a log of every epoch (``epoch``, mean ``train_loss``,
-    ``test_accuracy`` and its ``eval_s`` when ``evaluate`` is given, cumulative training
-    ``seconds``, evaluation left out) and can be resumed.
-
-    With ``state_file``, everything the loop needs to go on (weights, optimiser and schedule,
-    the shuffling generator, torch's global RNG, the log) is written there atomically after
-    every epoch; a later call with the same file, ``recipe``, ``seed``, number of images,
-    architecture, device type, evaluation or not, and ``identity`` (what else must match, e.g.
-    a digest of the images and the numerics) continues after the last
-    finished epoch and ends with the same weights, bit for bit, as an uninterrupted run under
-    the same numerics. A state that does not match is not used (a warning says why). The file
-    is left in place: the caller deletes it once the result is stored.
-    ``evaluate(model)`` runs in eval mode at the end of every epoch (base training passes the
-    test accuracy, so the record shows whether the schedule had converged).
-    """
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    images, labels = train.images.to(device), train.labels.to(device)
-    steps_per_epoch = max(1, len(labels) // recipe.batch_size)
-    total = steps_per_epoch * recipe.epochs
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-        nesterov=True,
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=recipe.lr, total_steps=total, pct_start=0.15, anneal_strategy="cos"
-    )
-    loss_fn = nn.CrossEntropyLoss()
-    shapes = [(name, tuple(v.shape)) for name, v in model.state_dict().items()]
-    fingerprint = {
-        "recipe": asdict(recipe),
-        "seed": seed,
-        "images": len(labels),
-        "evaluated": evaluate is not None,  # a log without test accuracies cannot go on with
-        "architecture": hashlib.sha1(repr(shapes).encode()).hexdigest(),
-        "device": device.type,
-        "identity": identity or {},
-    }
-    log: list[dict[str, Any]] = []
-    done_seconds, first_epoch = 0.0, 0
-    if state_file is not None:
-        state = _read_training_state(Path(state_file), fingerprint)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            if device.type == "cuda":
-                torch.cuda.set_rng_state(state["cuda_rng"], device)
-            log, done_seconds = list(state["log"]), float(state["seconds"])
-            first_epoch = int(state["epoch"])
-    start, eval_seconds = time.perf_counter(), 0.0
-    bar = tqdm(
-        total=total,
-        initial=first_epoch * steps_per_epoch,
-        desc=description,
-        disable=not progress,
-        unit="step",
-    )
-    model.train()
-    for epoch in range(first_epoch, recipe.epochs):
-        order = torch.randperm(len(labels), generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        for step in range(steps_per_epoch):
-            idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            batch = images[idx]
-            if recipe.augment:
-                batch = augment(batch, generator)
-            loss = loss_fn(model(normalise(batch, info)), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if after_step is not None:
-                after_step()
-            loss_sum += loss.detach()
-            bar.update()
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        entry: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": round(float(loss_sum) / steps_per_epoch, 5),
-        }
-        # seconds count training only (as before the log existed): evaluation is apart
-        entry["seconds"] = round(done_seconds + time.perf_counter() - start - eval_seconds, 1)
-        if evaluate is not None:
-            t = time.perf_counter()
-            model.eval()
-            entry["test_accuracy"] = float(evaluate(model))
-            model.train()
-            entry["eval_s"] = round(time.perf_counter() - t, 2)
-            eval_seconds += time.perf_counter() - t
-            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", test=f"{entry['test_accuracy']:.4f}")
-        log.append(entry)
-        if state_file is not None:
-            atomic_torch_save(
-                {
-                    "format": TRAINING_STATE_FORMAT,
-                    "fingerprint": fingerprint,
-                    "epoch": epoch + 1,
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": opt.state_dict(),
-                    # torch < 2.4 keeps a bound method there, which weights_only refuses
-                    "scheduler": {
-                        k: v for k, v in sched.state_dict().items() if k != "anneal_func"
-                    },
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    **(
-                        {"cuda_rng": torch.cuda.get_rng_state(device)}
-                        if device.type == "cuda"
-                        else {}
-                    ),
-                    "seconds": entry["seconds"],
-                    "log": log,
-                },
-                state_file,
-            )
-    bar.close()
-    model.eval()
-    return done_seconds + time.perf_counter() - start - eval_seconds, log
-
-
-def _read_training_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """The resumable state in ``path`` if it belongs to this training run, else None."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a torn or foreign file: start over rather than fail
-        warnings.warn(
-            f"training state {path} is unreadable ({exc}); training from the start", stacklevel=3
-        )
-        return None
-    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
-        warnings.warn(
-            f"{path} is not a {TRAINING_STATE_FORMAT} file; training from the start", stacklevel=3
-        )
-        return None
-    if state["fingerprint"] != fingerprint:
-        warnings.warn(
-            f"training state {path} belongs to another run (recipe, seed, data, network, "
-            f"device or numerics differ); training from the start",
-            stacklevel=3,
-        )
-        return None
-    return state
-
-
-def split_accuracy(model: nn.Module, test: Split, info: DatasetInfo) -> float:
-    device = next(model.parameters()).device
-    return accuracy(model, normalise(test.images.to(device), info), test.labels.to(device))
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
@@ -440,37 +256,13 @@ def get_base_model(
         meta = load_checkpoint(model, path)
         return model.to(device).eval(), {"source": str(path), **meta}
     if not train_if_missing:
-        raise BaseModelMissing(
-            f"no cached base model {path} ({arch} on {dataset}, width {width_mult:g}, "
-            f"{recipe.epochs} epochs): building an env does not train one (minutes to hours). "
-            f"Train it first, a visible step: prune_env.zoo.prepare_base_model(...) or "
-            f"`prune-train` (its stage 1); or pass checkpoint= (your weights) or "
-            f"train_base=True"
-        )
+        raise _missing_base_model(path, arch, dataset, width_mult, recipe)
     if train is None:
         raise ValueError(f"no cached {path.name} and no training data to train it")
     record = {"arch": arch, "dataset": dataset, "width_mult": width_mult}
     if numerics == "portable" and not portable_process():
         # portable numerics are CPU numerics: the child trains on the CPU whatever ``device``
-        meta = train_in_child(
-            {
-                "build": {
-                    "name": arch,
-                    "num_classes": info.num_classes,
-                    "in_channels": info.channels,
-                    "width_mult": width_mult,
-                },
-                "train": (train.images, train.labels, list(train.classes)),
-                "test": None if test is None else (test.images, test.labels, list(test.classes)),
-                "info": asdict(info),
-                "recipe": asdict(recipe),
-                "path": str(path),
-                "seed": seed,
-                "progress": progress,
-                "description": f"training {arch} on {dataset} (portable numerics)",
-                "record": record,
-            },
-        )
+        meta = _train_portable_in_child(record, info, train, test, recipe, path, seed, progress)
         load_checkpoint(model, path)
         return model.to(device).eval(), meta
     train_device = device
@@ -492,6 +284,54 @@ def get_base_model(
         numerics,
     )
     return model.to(device).eval(), meta
+
+
+def _missing_base_model(
+    path: Path, arch: str, dataset: str, width_mult: float, recipe: Recipe
+) -> BaseModelMissing:
+    """The error for a base model that is not cached and may not be trained here."""
+    return BaseModelMissing(
+        f"no cached base model {path} ({arch} on {dataset}, width {width_mult:g}, "
+        f"{recipe.epochs} epochs): building an env does not train one (minutes to hours). "
+        f"Train it first, a visible step: prune_env.zoo.prepare_base_model(...) or "
+        f"`prune-train` (its stage 1); or pass checkpoint= (your weights) or "
+        f"train_base=True"
+    )
+
+
+def _train_portable_in_child(
+    record: dict[str, Any],
+    info: DatasetInfo,
+    train: Split,
+    test: Split | None,
+    recipe: Recipe,
+    path: Path,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """``train_base_model`` in a child process under portable numerics (``train_in_child``),
+    which writes the checkpoint ``path``; returns its record. ``record`` names the network
+    (``arch``, ``dataset``, ``width_mult``); the child builds it from the seed."""
+    arch, dataset = record["arch"], record["dataset"]
+    return train_in_child(
+        {
+            "build": {
+                "name": arch,
+                "num_classes": info.num_classes,
+                "in_channels": info.channels,
+                "width_mult": record["width_mult"],
+            },
+            "train": (train.images, train.labels, list(train.classes)),
+            "test": None if test is None else (test.images, test.labels, list(test.classes)),
+            "info": asdict(info),
+            "recipe": asdict(recipe),
+            "path": str(path),
+            "seed": seed,
+            "progress": progress,
+            "description": f"training {arch} on {dataset} (portable numerics)",
+            "record": record,
+        },
+    )
 
 
 def train_base_model(
@@ -562,12 +402,6 @@ def train_base_model(
     atomic_torch_save({**meta, "state_dict": state}, path)
     state_file.unlink(missing_ok=True)  # the checkpoint now holds everything it had
     return {"source": str(path), **meta}
-
-
-def training_state_path(checkpoint: Path) -> Path:
-    """Where base training keeps its per-epoch state until ``checkpoint`` is written: an
-    interrupted run (a closed session, a killed process) goes on from its last epoch."""
-    return checkpoint.with_name(checkpoint.stem + ".partial.pt")
 
 
 def arch_split(
