@@ -31,7 +31,7 @@ import numpy as np
 import prune_env
 from agents import registry
 from agents.recording import rollout
-from prune_env.constraints import within_budget
+from prune_env.constraints import check_budget, within_budget
 from prune_env.paths import atomic_write_bytes, atomic_write_json
 from prune_pipeline.config import ConfigError, add_arguments, from_mapping
 from prune_pipeline.plots import plot_learning_curves
@@ -117,8 +117,10 @@ def build_config(raw: dict[str, Any]) -> BenchConfig:
         raise SystemExit(
             f"error: unknown vec_env {cfg.vec_env!r}; expected one of {registry.VEC_ENVS}"
         )
-    if not 0 < cfg.budget <= 1:
-        raise SystemExit(f"error: budget must be in (0, 1], got {cfg.budget}")
+    try:
+        check_budget(cfg.budget, "budget")
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     return cfg
 
 

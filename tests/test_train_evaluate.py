@@ -125,14 +125,18 @@ def test_evaluate_reads_the_searchs_verdict_from_the_run(finished_run, tmp_path)
     shutil.copytree(run_dir, copy)
     report = json.loads((copy / "report.json").read_text())
     selection = report["selection"]
-    # the search judged the chosen network infeasible: its recount does not overturn that
+    # the search judged the chosen network infeasible: a recount within the budget (every
+    # network meets a budget of 1) does not overturn that
     for candidate in selection["candidates"]:
         candidate["feasible"] = candidate["source"] != selection["chosen"]
     (copy / "report.json").write_text(json.dumps(report))
+    config = json.loads((copy / "config.json").read_text())
+    config["config"]["budget"] = 1.0
+    (copy / "config.json").write_text(json.dumps(config))
     out = _run("evaluate.py", copy, "--no-progress", home=home).stdout
     assert "NOT satisfied" in out
     result = json.loads((copy / "evaluation.json").read_text())
-    assert result["pruned"]["constraint_satisfied"] is False
+    assert result["pruned"]["constraint_satisfied"] is False and result["pruned"]["cost"] < 1
     (copy / "report.json").unlink()  # no record of the search's verdict: a clear refusal
     proc = _run("evaluate.py", copy, "--no-progress", home=home, check=False)
     assert proc.returncode != 0 and "the run did not finish" in proc.stderr

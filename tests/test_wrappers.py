@@ -2,7 +2,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from prune_env.wrappers import CostInfo, CostPenalty, CostTuple
+from agents.baselines import RandomSearch
+from prune_env.constraints import all_within
+from prune_env.heuristics import UniformBaseline
+from prune_env.wrappers import BudgetClip, CostInfo, CostPenalty, CostTuple
 from tests.conftest import TINY
 
 
@@ -56,3 +59,33 @@ def test_penalty_on_a_pruning_env():
     for _ in range(env.unwrapped.n_layers):
         _, reward, terminated, _, info = env.step(np.array([0.5], dtype=np.float32))
     assert terminated and reward == pytest.approx(info["accuracy"] - 2.0 * info["cost"])
+
+
+def _brute_force_max_ratio(env) -> float:
+    """The largest keep ratio the env can apply to its current layer (every count tried)
+    that leaves the budget reachable with every later layer at ``min_keep``."""
+    t, ratios = env.current_layer, env.decided_ratios
+    ratios[t + 1 :] = env.min_keep
+    best = None
+    for ratio in sorted(set(env.snap(np.full(env.n_layers, r))[t] for r in np.linspace(0, 1, 500))):
+        ratios[t] = ratio
+        if all_within(env.analytic_costs(ratios), env.cost_limits):
+            best = ratio
+    return env.snap(np.full(env.n_layers, env.min_keep))[t] if best is None else best
+
+
+@pytest.mark.parametrize("budget", [0.05, 0.2, 0.3])
+def test_budget_clip_allows_the_largest_ratio_that_keeps_the_budget_reachable(budget):
+    clip = BudgetClip(gym.make("LeNet5Prune-v0", **{**TINY, "budget": budget}))
+    env = clip.unwrapped
+    clip.reset(seed=0)
+    for action in (0.9, 0.3, 1.0, 0.5, 0.7)[: env.n_layers]:
+        assert clip.max_ratio() == pytest.approx(_brute_force_max_ratio(env), abs=1e-12)
+        _, _, terminated, _, info = clip.step(np.array([action], dtype=np.float32))
+    assert terminated and info["constraint_satisfied"]
+
+
+def test_searches_and_the_clip_refuse_an_env_without_the_pruning_api():
+    for user in (BudgetClip, UniformBaseline, RandomSearch):
+        with pytest.raises(ValueError, match="needs a prune_env pruning env, got CostlyEnv"):
+            user(CostlyEnv())
