@@ -57,24 +57,16 @@ def split_accuracy(model: nn.Module, test: Split, info: DatasetInfo) -> float:
     return accuracy(model, normalise(test.images.to(device), info), test.labels.to(device))
 
 
-def train_model(
-    model: nn.Module,
-    train: Split,
-    info: DatasetInfo,
-    recipe: Recipe,
-    seed: int = 0,
-    progress: bool = True,
-    description: str = "training",
-    after_step: Callable[[], None] | None = None,
-) -> float:
+def train_model(model: nn.Module, train: Split, info: DatasetInfo, recipe: Recipe,
+                *args: Any, **kwargs: Any) -> float:  # fmt: skip
     """Train ``model`` in place on its device with ``recipe``; returns seconds spent.
 
-    ``after_step`` runs after every optimiser step (fine-tuning uses it to keep pruned weights
-    at zero). ``train_model_logged`` is the same loop with a per-epoch log and resuming.
+    The further arguments are ``train_model_logged``'s (``seed``, ``progress``,
+    ``description``, ``after_step``): the same loop, whose per-epoch log and resuming this
+    leaves out. ``after_step`` runs after every optimiser step (fine-tuning uses it to keep
+    pruned weights at zero).
     """
-    seconds, _ = train_model_logged(
-        model, train, info, recipe, seed, progress, description, after_step
-    )
+    seconds, _ = train_model_logged(model, train, info, recipe, *args, **kwargs)
     return seconds
 
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -251,14 +252,9 @@ def reward_metrics(
 
 
 def reward_accuracy(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int = 1000,
-    batch_stats: bool = False,
-    stop_below: float | None = None,
-    z: float = 3.0,
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *args: Any, **kwargs: Any
 ) -> tuple[float, int]:
-    """Accuracy on ``images`` (see ``reward_metrics``); returns (accuracy, images seen)."""
-    metrics, seen = reward_metrics(model, images, labels, batch_size, batch_stats, stop_below, z)
+    """Accuracy on ``images``; returns (accuracy, images seen). The further arguments are
+    ``reward_metrics``' (``batch_size``, ``batch_stats``, ``stop_below``, ``z``)."""
+    metrics, seen = reward_metrics(model, images, labels, *args, **kwargs)
     return metrics["accuracy"], seen
