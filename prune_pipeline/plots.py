@@ -37,6 +37,14 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
+def _finish(fig: Figure, ax: Any, title: str, path: str | os.PathLike) -> Path:
+    """The legend and the title of a one-panel figure, then ``_save``."""
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
 def plot_training(
     episodes: Sequence[Mapping[str, Any]],
     lambda_history: Sequence[tuple[int, Sequence[float]]],
@@ -89,10 +97,7 @@ def plot_keep_ratios(
     ax.set_xticks(x, layers, rotation=60, ha="right", fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("keep ratio")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, title, path)
 
 
 def plot_accuracy_vs_cost(
@@ -115,10 +120,7 @@ def plot_accuracy_vs_cost(
         ax.scatter([chosen[0]], [chosen[1]], marker="*", s=160, color="red", label="chosen")
     ax.set_xlabel("cost (fraction of the resource kept)")
     ax.set_ylabel("reward (accuracy on the reward split)")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, title, path)
 
 
 def plot_comparison(
