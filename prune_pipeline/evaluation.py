@@ -116,83 +116,10 @@ def _agent_kwargs(cfg: JobConfig, method: str) -> dict[str, Any]:
 
 def compare(run: RunFolder, cfg: JobConfig, task: Task, methods: list[str], progress: bool) -> list:
     """Each method prunes the same base model to the same budget and is fine-tuned alike."""
-    report = _finished_report(run)
+    report = _finished_report(run)  # refuses an unfinished run before any work
     base = measure_base(task)
-    own = report["pruned"]
-    rows = [
-        {
-            "method": f"{cfg.algo} (this run)",
-            "reward_accuracy": own["reward_accuracy"],
-            "test_accuracy_before_finetune": own["test_accuracy_before_finetune"],
-            "test_accuracy": own["test_accuracy"],
-            "params_kept": own["params"] / base["params"],
-            "flops_kept": own["flops"] / base["flops"],
-            "latency_ms": own["latency_ms"],
-            "feasible": own["constraint_satisfied"],
-            "search_s": report["search"]["wall_time"],
-            "env_steps": report["search"]["env_steps"],
-            "images_evaluated": report["search"].get("images_evaluated"),
-            "keep_ratios": own["keep_ratios"],
-        }
-    ]
-    weight = cfg.granularity == "weight"
-    for method in methods:
-        # each method pays for its own evaluations (no answers cached by an earlier one), so
-        # that its seconds and images are its own compute, as the run's own search was
-        task.mdp.clear_cache()
-        start = time.perf_counter()
-        images_before = task.mdp.cache_info()["images"]
-        result = registry.run(
-            method,
-            task.env,
-            total_timesteps=cfg.total_timesteps,
-            seed=cfg.seed,
-            **_agent_kwargs(cfg, method),
-        )
-        search_s = time.perf_counter() - start
-        images = task.mdp.cache_info()["images"] - images_before
-        # Every method's search, for learning curves beside the run's own episodes.jsonl.
-        lines = "".join(json.dumps(e.to_dict()) + "\n" for e in result.episodes)
-        run.write_text(f"compare_episodes/{method}.jsonl", lines)
-        best = result.best_feasible
-        if best is None:
-            print(f"{method}: no feasible candidate in {result.env_steps} env steps")
-            rows.append(
-                {
-                    "method": method,
-                    "feasible": False,
-                    "search_s": search_s,
-                    "env_steps": result.env_steps,
-                    "images_evaluated": images,
-                }
-            )
-            continue
-        net = task.mdp.pruned_network(best.keep_ratios)
-        before = finetune(
-            task, net, cfg.finetune_epochs, cfg.finetune_lr, weight, cfg.seed, progress
-        )
-        stats = measure(net, task.test, task.info, task.latency_batch(), nonzero=weight).to_dict()
-        rows.append(
-            {
-                "method": method,
-                "reward_accuracy": best.reward,
-                "test_accuracy_before_finetune": before,
-                "test_accuracy": stats["test_accuracy"],
-                "params_kept": stats["params"] / base["params"],
-                "flops_kept": stats["flops"] / base["flops"],
-                "latency_ms": stats["latency_ms"],
-                "feasible": True,
-                "search_s": search_s,
-                "env_steps": result.env_steps,
-                "images_evaluated": images,
-                "keep_ratios": best.keep_ratios,
-            }
-        )
-        print(
-            f"{method}: test accuracy {pct(before)} -> {pct(stats['test_accuracy'])}, params "
-            f"kept {rows[-1]['params_kept']:.4f} ({search_s:.1f} s search)",
-            flush=True,
-        )
+    rows = [_own_row(report, base, cfg)]
+    rows += [_method_row(run, cfg, task, method, base, progress) for method in methods]
     rows.append(
         {
             "method": "base (unpruned)",
@@ -205,6 +132,81 @@ def compare(run: RunFolder, cfg: JobConfig, task: Task, methods: list[str], prog
         }
     )
     return rows
+
+
+def _own_row(report: dict[str, Any], base: dict[str, Any], cfg: JobConfig) -> dict[str, Any]:
+    """The comparison's row for the run's own search, read from its report."""
+    own = report["pruned"]
+    return {
+        "method": f"{cfg.algo} (this run)",
+        "reward_accuracy": own["reward_accuracy"],
+        "test_accuracy_before_finetune": own["test_accuracy_before_finetune"],
+        "test_accuracy": own["test_accuracy"],
+        "params_kept": own["params"] / base["params"],
+        "flops_kept": own["flops"] / base["flops"],
+        "latency_ms": own["latency_ms"],
+        "feasible": own["constraint_satisfied"],
+        "search_s": report["search"]["wall_time"],
+        "env_steps": report["search"]["env_steps"],
+        "images_evaluated": report["search"].get("images_evaluated"),
+        "keep_ratios": own["keep_ratios"],
+    }
+
+
+def _method_row(
+    run: RunFolder,
+    cfg: JobConfig,
+    task: Task,
+    method: str,
+    base: dict[str, Any],
+    progress: bool,
+) -> dict[str, Any]:
+    """Run ``method`` with the run's settings, fine-tune its best feasible candidate as the
+    run's own was, and measure it; its episodes go to ``compare_episodes/{method}.jsonl``."""
+    # each method pays for its own evaluations (no answers cached by an earlier one), so that
+    # its seconds and images are its own compute, as the run's own search was
+    task.mdp.clear_cache()
+    start = time.perf_counter()
+    images_before = task.mdp.cache_info()["images"]
+    result = registry.run(
+        method,
+        task.env,
+        total_timesteps=cfg.total_timesteps,
+        seed=cfg.seed,
+        **_agent_kwargs(cfg, method),
+    )
+    search_s = time.perf_counter() - start
+    images = task.mdp.cache_info()["images"] - images_before
+    # Every method's search, for learning curves beside the run's own episodes.jsonl.
+    lines = "".join(json.dumps(e.to_dict()) + "\n" for e in result.episodes)
+    run.write_text(f"compare_episodes/{method}.jsonl", lines)
+    search = {"search_s": search_s, "env_steps": result.env_steps, "images_evaluated": images}
+    best = result.best_feasible
+    if best is None:
+        print(f"{method}: no feasible candidate in {result.env_steps} env steps")
+        return {"method": method, "feasible": False, **search}
+    weight = cfg.granularity == "weight"
+    net = task.mdp.pruned_network(best.keep_ratios)
+    before = finetune(task, net, cfg.finetune_epochs, cfg.finetune_lr, weight, cfg.seed, progress)
+    stats = measure(net, task.test, task.info, task.latency_batch(), nonzero=weight).to_dict()
+    row = {
+        "method": method,
+        "reward_accuracy": best.reward,
+        "test_accuracy_before_finetune": before,
+        "test_accuracy": stats["test_accuracy"],
+        "params_kept": stats["params"] / base["params"],
+        "flops_kept": stats["flops"] / base["flops"],
+        "latency_ms": stats["latency_ms"],
+        "feasible": True,
+        **search,
+        "keep_ratios": best.keep_ratios,
+    }
+    print(
+        f"{method}: test accuracy {pct(before)} -> {pct(stats['test_accuracy'])}, params "
+        f"kept {row['params_kept']:.4f} ({search_s:.1f} s search)",
+        flush=True,
+    )
+    return row
 
 
 def compare_table(rows: list[dict], cfg: JobConfig) -> tuple[list[str], list[list[Any]]]:

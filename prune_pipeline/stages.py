@@ -140,62 +140,47 @@ def _stop_at_a_whole_state(monitor: SearchMonitor | None) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def search(
-    task: Task,
-    algo: str,
-    agent_kwargs: dict[str, Any],
-    total_timesteps: int,
-    seed: int,
-    run: RunFolder,
-    n_envs: int = 1,
-    vec_env: str = "subproc",
-    vec_env_kwargs: dict[str, Any] | None = None,
-    checkpoint_every: float = 120.0,
-    progress: bool = True,
-) -> SearchResult:
-    """Run ``algo`` for ``total_timesteps`` env steps, checkpointing into ``run`` every
-    ``checkpoint_every`` seconds (RL agents) and continuing from its last checkpoint if there
-    is one. On Ctrl-C or SIGTERM an RL search checkpoints at the next rollout start and raises
-    SearchInterrupted (a second signal raises it at once, keeping the last checkpoint); a
-    resumed search then continues exactly as the uninterrupted one would have."""
-    spec = registry.get(algo)
-    is_rl = spec.agent_class is not None
-    state = run.checkpoint_state()
-    prior: list[dict] = state.get("episodes", [])
-    prior_steps, prior_wall = int(state.get("num_timesteps", 0)), float(state.get("wall", 0.0))
-    lambda_history: list = state.get("lambda_history", [])
-    stages = state.get("stages", {})
-    n_envs = n_envs if is_rl else 1
-    # Images run to score candidates: counted by the env itself, so only with one env copy
-    # (other copies, in this process or others, keep their own counts). A resumed search
-    # starts with an empty evaluation cache, so it may count more than an uninterrupted one.
-    images_at_start = task.mdp.cache_info()["images"] if n_envs == 1 else None
-    # a checkpoint written before the count existed: the resumed search's total is unknown
-    prior_images = state.get("images_evaluated", None if state else 0)
+class _SearchLog:
+    """One search's bookkeeping across interruptions: what its last checkpoint recorded
+    (episodes, env steps, wall time, images, lambda history) and what was added since."""
 
-    def images_evaluated() -> int | None:
-        if images_at_start is None or prior_images is None:
+    def __init__(self, task: Task, run: RunFolder, n_envs: int) -> None:
+        self.task, self.run = task, run
+        self.state = state = run.checkpoint_state()
+        self.prior: list[dict] = state.get("episodes", [])
+        self.prior_steps = int(state.get("num_timesteps", 0))
+        self.prior_wall = float(state.get("wall", 0.0))
+        self.prior_lambdas: list = state.get("lambda_history", [])
+        self.stages = state.get("stages", {})
+        self.resumes = int(state.get("resumes", 0))
+        # Images run to score candidates: counted by the env itself, so only with one env copy
+        # (other copies, in this process or others, keep their own counts). A resumed search
+        # starts with an empty evaluation cache, so it may count more than an uninterrupted one.
+        self.images_at_start = task.mdp.cache_info()["images"] if n_envs == 1 else None
+        # a checkpoint written before the count existed: the resumed search's total is unknown
+        self.prior_images = state.get("images_evaluated", None if state else 0)
+        self.t0 = time.perf_counter()
+        self.log: Any = None  # the agent's episode log, once the agent exists
+        self.monitor: SearchMonitor | None = None
+
+    def images_evaluated(self) -> int | None:
+        if self.images_at_start is None or self.prior_images is None:
             return None
-        return int(prior_images + task.mdp.cache_info()["images"] - images_at_start)
+        now = self.task.mdp.cache_info()["images"]
+        return int(self.prior_images + now - self.images_at_start)
 
-    kwargs = dict(agent_kwargs)
-    if is_rl:
-        kwargs["tensorboard_log"] = str(run.file("tb"))
-    t0 = time.perf_counter()
-    agent, log = registry.make_agent(
-        algo,
-        task.env if n_envs == 1 else task.env_factory,
-        seed=seed,
-        n_envs=n_envs,
-        vec_env=vec_env,
-        vec_env_kwargs=vec_env_kwargs or {},
-        **kwargs,
-    )
+    def wall(self) -> float:
+        return self.prior_wall + time.perf_counter() - self.t0
 
-    def all_episodes() -> list[dict]:
-        return prior + _shifted(log.records, len(prior), prior_steps, prior_wall)
+    def episodes(self) -> list[dict]:
+        since = _shifted(self.log.records, len(self.prior), self.prior_steps, self.prior_wall)
+        return self.prior + since
 
-    def checkpoint(model: Any) -> None:
+    def lambda_history(self) -> list:
+        return _merged(self.prior_lambdas, self.monitor.lambda_history)
+
+    def checkpoint(self, model: Any) -> None:
+        """Save the agent (and its replay buffer), every random stream and this log."""
         step = int(model.num_timesteps)
         buffer = io.BytesIO()
         model.save(buffer)
@@ -207,53 +192,79 @@ def search(
         buffer = io.BytesIO()
         torch.save(rng_state(model), buffer)
         files["rng"] = (f"rng-{step}.pt", buffer.getvalue())
-        run.commit_checkpoint(
+        self.run.commit_checkpoint(
             files,
             {
                 "num_timesteps": step,
                 # the episode each env copy is in the middle of (a rollout ends anywhere)
                 "episode_states": model.get_env().env_method("get_episode_state"),
-                "wall": prior_wall + time.perf_counter() - t0,
-                "images_evaluated": images_evaluated(),
-                "episodes": all_episodes(),
-                "lambda_history": _merged(lambda_history, monitor.lambda_history),
-                "stages": stages,
-                "resumes": int(state.get("resumes", 0)),
+                "wall": self.wall(),
+                "images_evaluated": self.images_evaluated(),
+                "episodes": self.episodes(),
+                "lambda_history": self.lambda_history(),
+                "stages": self.stages,
+                "resumes": self.resumes,
             },
         )
 
-    if is_rl and state:
-        files = state["files"]
-        venv = agent.get_env()
-        episodes_in_progress = state.get("episode_states")
-        continues = episodes_in_progress is not None and None not in episodes_in_progress
-        # force_reset=False keeps the saved last observation, so learn() continues the
-        # episodes in progress instead of starting new ones (their steps already count).
-        agent = spec.agent_class.load(
-            run.checkpoint_file(files["agent"]),
-            env=venv,
-            device=kwargs.get("device", "cpu"),
-            force_reset=not continues,
-        )
-        if continues and agent._last_obs is not None:
-            venv.reset()  # the wrappers' order checks want a reset before the first step
-            for i, episode in enumerate(episodes_in_progress):
-                venv.env_method("set_episode_state", episode, indices=i)
-        else:
-            agent._last_obs = None  # learn() starts new episodes
-        if "replay" in files:
-            agent.load_replay_buffer(run.checkpoint_file(files["replay"]))
-        set_rng_state(torch.load(run.checkpoint_file(files["rng"]), weights_only=True), agent)
-        state["resumes"] = int(state.get("resumes", 0)) + 1
-        print(
-            f"resumed the search at step {agent.num_timesteps:,} "
-            f"({len(prior)} episodes recorded before)",
-            flush=True,
-        )
-    # The search baselines write no checkpoint (a resumed one starts over).
-    monitor = SearchMonitor(
-        total_timesteps, checkpoint if is_rl else None, checkpoint_every, progress
+    def summary(self, env_steps: int) -> dict[str, Any]:
+        """The report's "search" section."""
+        episodes = self.episodes()
+        feasible = [e for e in episodes if e["feasible"]]
+        return {
+            "episodes": len(episodes),
+            "env_steps": int(env_steps),
+            "feasible_episodes": len(feasible),
+            "violation_rate": 1 - len(feasible) / len(episodes) if episodes else None,
+            "violation_rate_per_quarter": violation_rate_per_quarter(
+                [e["feasible"] for e in episodes],
+                [e["env_steps"] for e in episodes],
+                int(env_steps),
+            ),
+            "first_feasible_step": feasible[0]["env_steps"] if feasible else None,
+            "best_feasible_reward": max((e["reward"] for e in feasible), default=None),
+            "wall_time": self.wall(),
+            # reward, calibration and fine-tuning images of uncached evaluations (None:
+            # counted in env copies of other processes)
+            "images_evaluated": self.images_evaluated(),
+            "resumes": self.resumes,
+        }
+
+
+def _resume(agent: Any, agent_class: type, search_log: _SearchLog, device: str) -> Any:
+    """The agent of ``search_log``'s last checkpoint, on ``agent``'s env copies, with every
+    random stream and the episodes in progress as they were when it was written."""
+    run, state = search_log.run, search_log.state
+    files = state["files"]
+    venv = agent.get_env()
+    episodes_in_progress = state.get("episode_states")
+    continues = episodes_in_progress is not None and None not in episodes_in_progress
+    # force_reset=False keeps the saved last observation, so learn() continues the
+    # episodes in progress instead of starting new ones (their steps already count).
+    agent = agent_class.load(
+        run.checkpoint_file(files["agent"]), env=venv, device=device, force_reset=not continues
     )
+    if continues and agent._last_obs is not None:
+        venv.reset()  # the wrappers' order checks want a reset before the first step
+        for i, episode in enumerate(episodes_in_progress):
+            venv.env_method("set_episode_state", episode, indices=i)
+    else:
+        agent._last_obs = None  # learn() starts new episodes
+    if "replay" in files:
+        agent.load_replay_buffer(run.checkpoint_file(files["replay"]))
+    set_rng_state(torch.load(run.checkpoint_file(files["rng"]), weights_only=True), agent)
+    search_log.resumes += 1
+    print(
+        f"resumed the search at step {agent.num_timesteps:,} "
+        f"({len(search_log.prior)} episodes recorded before)",
+        flush=True,
+    )
+    return agent
+
+
+def _learn(agent: Any, monitor: SearchMonitor, is_rl: bool, total_timesteps: int) -> None:
+    """Run the search to ``total_timesteps``; any stop before the end (a signal, a search
+    baseline interrupted) raises SearchInterrupted."""
     try:
         with _stop_at_a_whole_state(monitor if is_rl else None):
             if is_rl:
@@ -281,30 +292,58 @@ def search(
         ) from None
     if monitor.stopped:
         raise SearchInterrupted(f"stopped at step {agent.num_timesteps:,}, after its checkpoint")
+
+
+def search(
+    task: Task,
+    algo: str,
+    agent_kwargs: dict[str, Any],
+    total_timesteps: int,
+    seed: int,
+    run: RunFolder,
+    n_envs: int = 1,
+    vec_env: str = "subproc",
+    vec_env_kwargs: dict[str, Any] | None = None,
+    checkpoint_every: float = 120.0,
+    progress: bool = True,
+) -> SearchResult:
+    """Run ``algo`` for ``total_timesteps`` env steps, checkpointing into ``run`` every
+    ``checkpoint_every`` seconds (RL agents) and continuing from its last checkpoint if there
+    is one. On Ctrl-C or SIGTERM an RL search checkpoints at the next rollout start and raises
+    SearchInterrupted (a second signal raises it at once, keeping the last checkpoint); a
+    resumed search then continues exactly as the uninterrupted one would have."""
+    spec = registry.get(algo)
+    is_rl = spec.agent_class is not None
+    n_envs = n_envs if is_rl else 1
+    search_log = _SearchLog(task, run, n_envs)
+    kwargs = dict(agent_kwargs)
     if is_rl:
-        checkpoint(agent)  # the finished search: a resume skips straight to extraction
+        kwargs["tensorboard_log"] = str(run.file("tb"))
+    agent, search_log.log = registry.make_agent(
+        algo,
+        task.env if n_envs == 1 else task.env_factory,
+        seed=seed,
+        n_envs=n_envs,
+        vec_env=vec_env,
+        vec_env_kwargs=vec_env_kwargs or {},
+        **kwargs,
+    )
+    if is_rl and search_log.state:
+        agent = _resume(agent, spec.agent_class, search_log, kwargs.get("device", "cpu"))
+    # The search baselines write no checkpoint (a resumed one starts over).
+    monitor = search_log.monitor = SearchMonitor(
+        total_timesteps, search_log.checkpoint if is_rl else None, checkpoint_every, progress
+    )
+    _learn(agent, monitor, is_rl, total_timesteps)
+    if is_rl:
+        search_log.checkpoint(agent)  # the finished search: a resume skips to extraction
     if monitor.stop_requested:
         raise SearchInterrupted("stopped after the last step, after its checkpoint")
-    episodes = all_episodes()
-    feasible = [e for e in episodes if e["feasible"]]
-    env_steps = prior_steps + log.total_steps if is_rl else log.total_steps
-    summary = {
-        "episodes": len(episodes),
-        "env_steps": int(env_steps),
-        "feasible_episodes": len(feasible),
-        "violation_rate": 1 - len(feasible) / len(episodes) if episodes else None,
-        "violation_rate_per_quarter": violation_rate_per_quarter(
-            [e["feasible"] for e in episodes], [e["env_steps"] for e in episodes], int(env_steps)
-        ),
-        "first_feasible_step": feasible[0]["env_steps"] if feasible else None,
-        "best_feasible_reward": max((e["reward"] for e in feasible), default=None),
-        "wall_time": prior_wall + time.perf_counter() - t0,
-        # reward, calibration and fine-tuning images of uncached evaluations (None: counted
-        # in env copies of other processes)
-        "images_evaluated": images_evaluated(),
-        "resumes": int(state.get("resumes", 0)),
-    }
-    return SearchResult(agent, episodes, summary, _merged(lambda_history, monitor.lambda_history))
+    log = search_log.log
+    env_steps = search_log.prior_steps + log.total_steps if is_rl else log.total_steps
+    return SearchResult(
+        agent, search_log.episodes(), search_log.summary(env_steps), search_log.lambda_history()
+    )
 
 
 # ----------------------------------------------------------------------------- extraction
