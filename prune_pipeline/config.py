@@ -18,6 +18,7 @@ import torch
 
 import prune_env
 from agents import registry
+from prune_env.constraints import check_budget
 from prune_env.costs import BUILTIN_COSTS
 from prune_env.data import ALL_DATASETS
 from prune_env.envs.pruning import GRANULARITIES
@@ -276,8 +277,10 @@ class JobConfig:
         _choice("base-numerics", self.base_numerics, NUMERICS)
         if self.dataset is not None:
             _choice("dataset", self.dataset, ALL_DATASETS)
-        if not 0 < self.budget <= 1:
-            raise ConfigError(f"--budget must be in (0, 1], got {self.budget}")
+        try:
+            check_budget(self.budget, "--budget")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         for name in ("n_envs", "total_timesteps", "reward_size", "image_size"):
             value = getattr(self, name)
             if value is not None and value < 1:

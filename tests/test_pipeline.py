@@ -153,6 +153,13 @@ def test_train_refuses_bad_options_with_a_clear_message(tmp_path, args, message)
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("budget", [0.0, -0.1, 1.5, float("nan"), float("inf")])
+def test_the_job_refuses_a_budget_outside_0_1_through_the_one_check(budget):
+    with pytest.raises(ConfigError, match=r"--budget must be a number in \(0, 1\]"):
+        JobConfig(budget=budget).validate()
+    assert JobConfig(budget=1.0).validate().budget == 1.0
+
+
 def test_the_converter_reads_every_field_kind():
     assert parse_value(JobConfig, "total_timesteps", "96") == 96
     assert parse_value(JobConfig, "budget", "0.25") == 0.25
