@@ -170,10 +170,10 @@ def _child_main(job_file: str | Path) -> None:
         info,
         Recipe(**job["recipe"]),
         Path(job["path"]),
-        job["seed"],
-        job["progress"],
-        job["description"],
-        job["record"],
+        seed=job["seed"],
+        progress=job["progress"],
+        description=job["description"],
+        record=job["record"],
         numerics="portable",
     )
     torch.save(record, job_file.with_suffix(".record.pt"))

@@ -277,11 +277,11 @@ def get_base_model(
         info,
         recipe,
         path,
-        seed,
-        progress,
-        f"training {arch} on {dataset}",
-        record,
-        numerics,
+        seed=seed,
+        progress=progress,
+        description=f"training {arch} on {dataset}",
+        record=record,
+        numerics=numerics,
     )
     return model.to(device).eval(), meta
 
@@ -341,6 +341,7 @@ def train_base_model(
     info: DatasetInfo,
     recipe: Recipe,
     path: Path,
+    *,
     seed: int = 0,
     progress: bool = True,
     description: str = "base model",
