@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from prune_env.data import DatasetInfo, Split, augment, normalise
 from prune_env.evaluation import accuracy
 from prune_env.paths import atomic_torch_save
+from prune_env.training import sgd_steps
 
 TRAINING_STATE_FORMAT = "prune_env.training_state/1"
 
@@ -156,21 +157,19 @@ def _train_epoch(
     bar: tqdm,
 ) -> torch.Tensor:
     """One pass over a fresh shuffle of the images; returns the sum of the step losses."""
-    loss_fn = nn.CrossEntropyLoss()
     order = torch.randperm(len(labels), generator=run.generator).to(run.device)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for step in range(steps):
+            idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            batch = images[idx]
+            if recipe.augment:  # drawn lazily, step by step: the generator's order is kept
+                batch = augment(batch, run.generator)
+            yield normalise(batch, info), labels[idx]
+
     loss_sum = torch.zeros((), device=run.device)
-    for step in range(steps):
-        idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-        batch = images[idx]
-        if recipe.augment:
-            batch = augment(batch, run.generator)
-        loss = loss_fn(run.model(normalise(batch, info)), labels[idx])
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        run.opt.step()
-        run.sched.step()
-        if after_step is not None:
-            after_step()
+    losses = sgd_steps(run.model, run.opt, batches(), nn.CrossEntropyLoss(), run.sched, after_step)
+    for step, loss in enumerate(losses):
         loss_sum += loss.detach()
         bar.update()
         if step % 20 == 0:

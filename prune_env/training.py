@@ -1,6 +1,6 @@
-"""The SGD loop of the reward's few fine-tune steps (``prune_env.evaluation.finetune``) and of
-the delivered network's fine-tuning (``prune_pipeline.pruned.finetune_pruned``). Base-model
-training (``prune_env.base_training``) still runs its own steps.
+"""The one SGD loop: the reward's few fine-tune steps (``prune_env.evaluation.finetune``), the
+delivered network's fine-tuning (``prune_pipeline.pruned.finetune_pruned``) and base-model
+training (``prune_env.base_training``).
 
 Each caller chooses its batches, optimiser and schedule; the loop is one optimiser step per
 batch, in the same order for all of them, and the pruned weights set back to zero after each
