@@ -39,13 +39,17 @@ class PPOLagrangian(PPO):
     with the PID multiplier of Stooke, Achiam, Abbeel 2020 as an option. It runs on any
     Gymnasium env that puts its cost in ``info["cost"]`` (several: ``info["costs"]``, a dict).
 
-    Per rollout: the costs are stored beside the rewards, a cost critic estimates their value,
-    SB3's GAE gives cost advantages ``A_c``; the multipliers are updated from the episode costs
-    of the episodes that finished in the rollout (their ``cost_quantile``, or mean) against
-    ``cost_limit`` before the policy update (no update if none finished);
-    the clipped surrogate uses ``(A_r - sum_i lambda_i A_c,i) / (1 + sum_i lambda_i)``,
-    standardised per mini-batch when ``normalize_advantage`` (after combining, so that lambda
-    keeps its meaning: the price of one unit of cost in units of reward).
+    Per rollout: the costs are stored beside the rewards in units of their limit (``c / d``),
+    a cost critic estimates their value, SB3's GAE gives cost advantages ``A_c`` (in budgets);
+    the multipliers are updated from the episode costs of the episodes that finished in the
+    rollout (their ``cost_quantile``, or mean) against ``cost_limit`` before the policy update
+    (no update if none finished); the clipped surrogate uses
+    ``(A_r - sum_i lambda_rel,i A_c,i) / (1 + sum_i lambda_rel,i)`` with
+    ``lambda_rel = lambda * d``, the price of one budget's worth of cost, standardised per
+    mini-batch when ``normalize_advantage`` (after combining, so that lambda keeps its
+    meaning). Everything the agent learns from a cost is thus in units of its limit: a cost and
+    its limit scaled by any factor train the same policy (the exposed lambda, per unit of
+    cost, scales inversely).
 
     :param policy: "MlpPolicy" (a ``CostActorCriticPolicy``: on a bounded Box its actions are
         drawn from a Beta distribution on the bounds, see ``agents.policies``) or a subclass.
@@ -405,6 +409,9 @@ class PPOLagrangian(PPO):
                 return False
             self._update_info_buffer(infos, dones)
             self._track_episode_costs(costs, dones)
+            # The cost critic and the cost advantages work in budgets (cost / limit), as the
+            # multipliers do: the same problem in other cost units trains the same policy.
+            costs = costs / self._cost_scale()
             n_steps += 1
 
             if isinstance(self.action_space, spaces.Discrete):
@@ -465,6 +472,10 @@ class PPOLagrangian(PPO):
             self._rollout_ep_costs.append(episode_cost)
             self._current_ep_costs[idx] = 0.0
 
+    def _cost_scale(self) -> np.ndarray:
+        """Each cost's unit for the critic and the advantages: its limit (1 where it is 0)."""
+        return self.lagrange.scale.detach().cpu().numpy().astype(np.float64)
+
     def _record_per_cost(self, key: str, values: np.ndarray) -> None:
         values = np.atleast_1d(values)
         if len(values) == 1:
@@ -496,7 +507,8 @@ class PPOLagrangian(PPO):
     def train(self) -> None:
         """PPO's update with the Lagrangian advantage and a cost-critic loss."""
         self._update_lagrange()
-        lambdas = th.as_tensor(self.lagrange.value, dtype=th.float32, device=self.device)
+        # the price of one budget's worth of cost: the cost advantages are in budgets
+        lambdas = self.lagrange.relative_value.detach().to(self.device, th.float32)
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
@@ -516,8 +528,8 @@ class PPOLagrangian(PPO):
                 values = values.flatten()
                 cost_values = self.policy.predict_cost_values(data.observations)
 
-                # Combine first, then standardise: lambda stays the price of one unit of cost
-                # in units of reward, whatever the scales of the two advantages.
+                # Combine first, then standardise: lambda_rel stays the price of one budget's
+                # worth of cost in units of reward, whatever the scales of the two advantages.
                 advantages = (data.advantages - (data.cost_advantages * lambdas).sum(dim=1)) / (
                     1.0 + lambdas.sum()
                 )
