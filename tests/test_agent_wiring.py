@@ -127,6 +127,14 @@ def test_each_cost_gets_its_own_gae():
         a1 = d1 + 0.72 * a2
         a0 = d0 + 0.72 * a1
         assert buf.cost_advantages[:, 0, i] == pytest.approx([a0, a1, a2], abs=1e-6)
+    # the minibatches hand out these advantages, and the returns (advantage + value) apart
+    expected_adv, expected_ret = buf.cost_advantages[:, 0].copy(), buf.cost_returns[:, 0].copy()
+    assert not np.allclose(expected_adv, expected_ret)
+    assert expected_ret == pytest.approx(expected_adv + np.array(cost_values), abs=1e-6)
+    (sample,) = list(buf.get(batch_size=3))
+    order = np.argsort(sample.old_cost_values[:, 0].numpy())[::-1]  # cost values fall: 0.5 0.4 0.3
+    assert sample.cost_advantages.numpy()[order] == pytest.approx(expected_adv, abs=1e-6)
+    assert sample.cost_returns.numpy()[order] == pytest.approx(expected_ret, abs=1e-6)
 
 
 def test_cost_critic_learns_the_remaining_episode_cost():

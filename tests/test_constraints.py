@@ -2,7 +2,13 @@
 
 import pytest
 
-from prune_env.constraints import final_verdict, is_measured, largest_feasible
+from prune_env.constraints import (
+    FEASIBILITY_ATOL,
+    final_verdict,
+    is_measured,
+    largest_feasible,
+    within_budget,
+)
 
 
 def _probed(threshold: float):
@@ -57,3 +63,11 @@ def test_final_verdict(measured, search_feasible, cost, expected):
 def test_measured_costs_are_latency_and_callables():
     assert not is_measured("params") and not is_measured("flops")
     assert is_measured("latency") and is_measured(lambda model: 1.0)
+
+
+def test_a_cost_on_the_budget_meets_it():
+    # the constraint is cost <= budget: the boundary itself, and the rounding allowance on top
+    for budget in (0.1, 0.3, 1.0, 25.0):
+        assert within_budget(budget, budget)
+        assert within_budget(budget + FEASIBILITY_ATOL, budget)
+        assert not within_budget(budget + 1e3 * FEASIBILITY_ATOL, budget)

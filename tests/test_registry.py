@@ -99,3 +99,40 @@ def test_ppo_lagrangian_reads_the_budget_of_a_pruning_env():
     )
     assert agent.n_costs == 2 and agent.cost_names == ["params", "flops"]
     assert agent.cost_limit == [0.2, 0.4]
+
+
+def test_the_registered_lagrangian_agents_carry_their_documented_multipliers():
+    from agents.lagrange import GradientLagrange, PIDLagrange
+
+    gradient, _ = registry.make_agent("ppo_lag", tiny_env(), **ON_POLICY)
+    pid, _ = registry.make_agent("ppo_pid_lag", tiny_env(), **ON_POLICY)
+    assert type(gradient.lagrange) is GradientLagrange and type(pid.lagrange) is PIDLagrange
+    # the defaults docs/agents.md states and the convergence tables were measured with
+    assert gradient.lagrange.optimism == 5.0
+    assert gradient.lagrange.optimizer.param_groups[0]["lr"] == 0.03
+    assert (pid.lagrange.kp, pid.lagrange.ki, pid.lagrange.kd) == (0.2, 0.05, 0.0)
+    assert gradient.cost_quantile == pid.cost_quantile == 0.8
+
+
+def test_penalty_beta_puts_any_algorithm_on_the_penalised_reward():
+    from prune_env.wrappers import CostPenalty
+
+    def penalty_of(env):
+        while not isinstance(env, CostPenalty):
+            assert hasattr(env, "env"), "no CostPenalty wrapper"
+            env = env.env
+        return env
+
+    assert penalty_of(registry.wrapped_env(A2C, tiny_env(), penalty_beta=2.5)).beta == 2.5
+    assert penalty_of(registry.wrapped_env("ppo_penalty", tiny_env())).beta == 1.0
+    plain = registry.wrapped_env(A2C, tiny_env())
+    with pytest.raises(AssertionError, match="no CostPenalty"):
+        penalty_of(plain)
+
+
+def test_random_search_draws_a_new_candidate_every_episode():
+    result = registry.run("random_search", tiny_env(budget=1.0), total_timesteps=80, seed=3)
+    ratios = [tuple(e.keep_ratios) for e in result.episodes]
+    assert len(set(ratios)) == len(ratios) == 10
+    again = registry.run("random_search", tiny_env(budget=1.0), total_timesteps=80, seed=3)
+    assert [tuple(e.keep_ratios) for e in again.episodes] == ratios  # seeded
