@@ -82,7 +82,26 @@ def run_cell(problem: str, budget: float, unit: float, algo: str, seed: int, ste
             max(result.env_steps, steps),
         ),
         "lambda": None if lagrange is None else [float(v) for v in lagrange],
+        "deciles": _deciles(episodes, max(result.env_steps, steps), env.cost_limit, reward_opt),
     }  # fmt: skip
+
+
+def _deciles(episodes: list, total: int, limit: float, reward_opt: float) -> dict[str, list]:
+    """Per tenth of the run: the sampled episodes' mean cost / limit, mean reward / optimum
+    and violation rate (how the run got where it ended)."""
+    out: dict[str, list] = {"cost_ratio": [], "reward_share": [], "violation_rate": []}
+    for k in range(10):
+        inside = [e for e in episodes if k * total / 10 < e.env_steps <= (k + 1) * total / 10]
+        if not inside:
+            for values in out.values():
+                values.append(None)
+            continue
+        out["cost_ratio"].append(round(float(np.mean([e.cost for e in inside])) / limit, 4))
+        out["reward_share"].append(
+            round(float(np.mean([e.reward for e in inside])) / reward_opt, 4)
+        )
+        out["violation_rate"].append(round(float(np.mean([not e.feasible for e in inside])), 4))
+    return out
 
 
 def passes(cell: dict[str, Any]) -> bool:
