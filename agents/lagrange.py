@@ -18,6 +18,11 @@ are counts (Safety-Gym, limits ~25). Stooke et al. and OmniSafe
 use the absolute violation ``J_c - d``, whose gains must be re-tuned per cost scale. A limit of
 0 has no relative scale: its violation and lambda are taken in the cost's own units.
 
+The violation is capped at ``max_violation`` (default 1: twice the limit) before either
+update: below the limit it cannot fall under -1, so without the cap an episode cost ten limits
+over at the start of a search (a tight budget) winds lambda up ten times faster than a
+feasible policy unwinds it, and the policy ends far under its budget.
+
 Both are ``nn.Module`` so that their state (and the optimizer's) is saved with the agent.
 """
 
@@ -39,6 +44,11 @@ LAGRANGIANS = ("gradient", "pid")
 # lr * optimism (0.15, against an integral gain of lr = 0.03; the PID: 0.2 against 0.05).
 # Measured on VGG16PruneSurrogate-v0 at budgets 0.1 and 0.3 over ten seeds: docs/convergence.md.
 GRADIENT_DEFAULTS: dict[str, Any] = {"lr": 0.03, "optimizer": "SGD", "optimism": 5.0}
+# Anti-windup: the violation the multipliers respond to is capped at one budget's worth (a
+# cost at twice its limit or more counts as twice). Below the limit it can never fall under
+# -1 (a cost is >= 0), so without the cap a tight budget (an episode cost many limits over
+# at the start) winds lambda up many times faster than a feasible policy can unwind it.
+MAX_VIOLATION = 1.0
 PID_DEFAULTS: dict[str, Any] = {"kp": 0.2, "ki": 0.05, "kd": 0.0, "d_delay": 10, "ema_alpha": 0.5}
 
 
@@ -54,15 +64,25 @@ def _as_vector(values: float | Sequence[float], name: str) -> torch.Tensor:
 class LagrangeMultiplier(nn.Module):
     """Common state: the cost limits, their scales and the multipliers' upper bound."""
 
-    def __init__(self, cost_limit: float | Sequence[float], upper_bound: float | None = None):
+    def __init__(
+        self,
+        cost_limit: float | Sequence[float],
+        upper_bound: float | None = None,
+        max_violation: float | None = MAX_VIOLATION,
+    ):
         super().__init__()
         limits = _as_vector(cost_limit, "cost_limit")
         if (limits < 0).any():
             raise ValueError(f"cost_limit must be >= 0, got {cost_limit!r}")
         if upper_bound is not None and not (math.isfinite(upper_bound) and upper_bound > 0):
             raise ValueError(f"upper_bound must be a positive number or None, got {upper_bound}")
+        if max_violation is not None and not (math.isfinite(max_violation) and max_violation > 0):
+            raise ValueError(
+                f"max_violation must be a positive number or None, got {max_violation}"
+            )
         self.register_buffer("cost_limit", limits)
         self.upper_bound = upper_bound
+        self.max_violation = max_violation
 
     @property
     def n_constraints(self) -> int:
@@ -113,6 +133,10 @@ class LagrangeMultiplier(nn.Module):
             raise ValueError(f"expected {self.n_constraints} mean costs, got {cost.tolist()}")
         return (cost - self.cost_limit) / self.scale
 
+    def _capped(self, error: torch.Tensor) -> torch.Tensor:
+        """The violation the multiplier responds to: ``error`` capped at ``max_violation``."""
+        return error if self.max_violation is None else error.clamp(max=self.max_violation)
+
     def _project(self, relative: torch.Tensor) -> torch.Tensor:
         """Clamp relative multipliers so that the exposed lambda lies in [0, upper_bound]."""
         if self.upper_bound is None:
@@ -121,7 +145,8 @@ class LagrangeMultiplier(nn.Module):
 
 
 class GradientLagrange(LagrangeMultiplier):
-    """Projected (optimistic) gradient ascent on the relative violation ``e = (J_c - d) / d``:
+    """Projected (optimistic) gradient ascent on the relative violation
+    ``e = min((J_c - d) / d, max_violation)``:
     ``lambda_rel <- proj(lambda_rel + lr * (e_t + optimism * (e_t - e_{t-1})))``.
 
     The ascent direction is the Lagrangian's gradient in lambda; with the default optimizer
@@ -152,6 +177,9 @@ class GradientLagrange(LagrangeMultiplier):
             ``init * d + lr * sum(e) + lr * optimism * (e_t - e_0)``, an integral plus a
             proportional term measured from the first violation (a clip at 0 breaks the sum).
         upper_bound: largest lambda, or None for no bound.
+        max_violation: the largest relative violation the update responds to (default 1.0:
+            a cost at twice its limit or more counts as twice; None: no cap), the
+            anti-windup of tight budgets (``MAX_VIOLATION``).
     """
 
     def __init__(
@@ -162,8 +190,9 @@ class GradientLagrange(LagrangeMultiplier):
         optimizer: str = GRADIENT_DEFAULTS["optimizer"],
         optimism: float = GRADIENT_DEFAULTS["optimism"],
         upper_bound: float | None = None,
+        max_violation: float | None = MAX_VIOLATION,
     ) -> None:
-        super().__init__(cost_limit, upper_bound)
+        super().__init__(cost_limit, upper_bound, max_violation)
         if not (math.isfinite(init) and init >= 0):
             raise ValueError(f"lambda init must be >= 0, got {init}")
         if not (math.isfinite(optimism) and optimism >= 0):
@@ -201,7 +230,7 @@ class GradientLagrange(LagrangeMultiplier):
             group["lr"] = lr
 
     def update(self, mean_cost: float | Sequence[float]) -> np.ndarray:
-        error = self._relative_error(mean_cost)
+        error = self._capped(self._relative_error(mean_cost))
         previous = self.last_error if int(self.steps) > 0 else error
         direction = error + self.optimism * (error - previous)
         self.last_error.copy_(error)
@@ -218,7 +247,7 @@ class GradientLagrange(LagrangeMultiplier):
 class PIDLagrange(LagrangeMultiplier):
     """PID Lagrangian (Stooke et al. 2020, Algorithm 2) on the relative violation.
 
-    With ``e = (J_c - d) / d`` at update ``t``:
+    With ``e = min((J_c - d) / d, max_violation)`` at update ``t``:
     ``I <- clamp(I + ki * e, 0, upper_bound * d)``; ``P = kp * EMA(e)``;
     ``D = kd * max(0, EMA(J_c / d) - EMA(J_c / d) d_delay updates ago)``;
     ``lambda_rel = clamp(P + I + D, 0, upper_bound * d)``.
@@ -247,6 +276,9 @@ class PIDLagrange(LagrangeMultiplier):
             delays the proportional response).
         init: initial lambda (>= 0, in reward per unit of cost): the integral starts there.
         upper_bound: largest lambda, or None for no bound.
+        max_violation: the largest relative violation the update responds to (default 1.0:
+            a cost at twice its limit or more counts as twice; None: no cap), the
+            anti-windup of tight budgets (``MAX_VIOLATION``).
     """
 
     def __init__(
@@ -259,8 +291,9 @@ class PIDLagrange(LagrangeMultiplier):
         ema_alpha: float = PID_DEFAULTS["ema_alpha"],
         init: float = 0.0,
         upper_bound: float | None = None,
+        max_violation: float | None = MAX_VIOLATION,
     ) -> None:
-        super().__init__(cost_limit, upper_bound)
+        super().__init__(cost_limit, upper_bound, max_violation)
         for name, gain in (("kp", kp), ("ki", ki), ("kd", kd), ("init", init)):
             if not (math.isfinite(gain) and gain >= 0):
                 raise ValueError(f"{name} must be >= 0, got {gain}")
@@ -292,8 +325,9 @@ class PIDLagrange(LagrangeMultiplier):
 
     @torch.no_grad()
     def update(self, mean_cost: float | Sequence[float]) -> np.ndarray:
-        error = self._relative_error(mean_cost)
-        relative_cost = error + self.cost_limit / self.scale
+        raw = self._relative_error(mean_cost)
+        relative_cost = raw + self.cost_limit / self.scale  # J_c / d, for the derivative
+        error = self._capped(raw)
         self.integral.copy_(self._project(self.integral + self.ki * error))
         a = self.ema_alpha
         self.steps += 1

@@ -22,6 +22,7 @@ from agents.buffers import CostRolloutBuffer
 from agents.lagrange import (
     GRADIENT_DEFAULTS,
     LAGRANGIANS,
+    MAX_VIOLATION,
     PID_DEFAULTS,
     GradientLagrange,
     LagrangeMultiplier,
@@ -73,6 +74,9 @@ class PPOLagrangian(PPO):
         (default 5.0; 0.0: plain gradient ascent, which cycles on pruning; 1.0: the optimistic
         ascent of ReLOAD, Moskovitz et al. 2023; ``agents.lagrange.GradientLagrange``).
     :param lambda_max: upper bound of lambda, or None (default None).
+    :param max_violation: the largest relative violation ``(J_c - d) / d`` the multipliers
+        respond to (default 1.0: a cost at twice its limit or more counts as twice; None: no
+        cap): the anti-windup of tight budgets, see ``agents.lagrange``.
     :param pid_kp: proportional gain for "pid" (default 0.2).
     :param pid_ki: integral gain for "pid" (default 0.05).
     :param pid_kd: derivative gain for "pid" (default 0.0).
@@ -125,6 +129,7 @@ class PPOLagrangian(PPO):
         lambda_optimizer: str = GRADIENT_DEFAULTS["optimizer"],
         lambda_optimism: float = GRADIENT_DEFAULTS["optimism"],
         lambda_max: float | None = None,
+        max_violation: float | None = MAX_VIOLATION,
         pid_kp: float = PID_DEFAULTS["kp"],
         pid_ki: float = PID_DEFAULTS["ki"],
         pid_kd: float = PID_DEFAULTS["kd"],
@@ -168,6 +173,7 @@ class PPOLagrangian(PPO):
         self.lambda_optimizer = lambda_optimizer
         self.lambda_optimism = lambda_optimism
         self.lambda_max = lambda_max
+        self.max_violation = max_violation
         self.pid_kp, self.pid_ki, self.pid_kd = pid_kp, pid_ki, pid_kd
         self.pid_d_delay, self.pid_ema_alpha = pid_d_delay, pid_ema_alpha
         self.cost_vf_coef = cost_vf_coef
@@ -237,6 +243,7 @@ class PPOLagrangian(PPO):
                 "optimizer": self.lambda_optimizer,
                 "optimism": self.lambda_optimism,
                 "upper_bound": self.lambda_max,
+                "max_violation": self.max_violation,
             }
         else:
             kwargs = {
@@ -247,25 +254,26 @@ class PPOLagrangian(PPO):
                 "ema_alpha": self.pid_ema_alpha,
                 "init": self.lambda_init,
                 "upper_bound": self.lambda_max,
+                "max_violation": self.max_violation,
             }
         self.lagrange: LagrangeMultiplier = make_lagrange(self.lagrangian, limits, **kwargs)
 
     @classmethod
     def load(cls, path, env=None, device="auto", custom_objects=None, **kwargs):
-        """SB3's ``load``; an agent saved before ``lambda_optimism`` existed keeps the plain
-        gradient ascent it was trained with (optimism 0) unless ``lambda_optimism`` is given."""
-        if "lambda_optimism" not in kwargs:
+        """SB3's ``load``; an agent saved before ``lambda_optimism`` or ``max_violation``
+        existed keeps the multiplier it was trained with (optimism 0, no cap) unless the
+        argument is given. (Its cost critic, trained on raw costs, relearns them in budgets.)"""
+        if "lambda_optimism" not in kwargs or "max_violation" not in kwargs:
             start = path.tell() if hasattr(path, "seek") else None
             data, _, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects,
                                             load_data=True)  # fmt: skip
             if start is not None:
                 path.seek(start)
-            if (
-                data is not None
-                and data.get("lagrangian") == "gradient"
-                and ("lambda_optimism" not in data)
-            ):
-                kwargs["lambda_optimism"] = 0.0
+            data = data or {}
+            if data.get("lagrangian") == "gradient" and "lambda_optimism" not in data:
+                kwargs.setdefault("lambda_optimism", 0.0)
+            if data and "max_violation" not in data:
+                kwargs.setdefault("max_violation", None)
         return super().load(path, env=env, device=device, custom_objects=custom_objects, **kwargs)
 
     def set_parameters(self, load_path_or_dict, exact_match: bool = True, device="auto") -> None:

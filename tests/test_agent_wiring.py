@@ -206,7 +206,7 @@ def test_optimism_load_override_extrapolates_from_the_saved_violation(tmp_path):
     assert PPOLagrangian.load(tmp_path / "a.zip", env=env).lagrange.optimism == 0.0
 
 
-def test_an_agent_saved_before_optimism_keeps_plain_ascent(tmp_path):
+def test_an_agent_saved_before_optimism_and_the_cap_keeps_its_multiplier(tmp_path):
     import json
     import zipfile
 
@@ -222,10 +222,14 @@ def test_an_agent_saved_before_optimism_keeps_plain_ascent(tmp_path):
             if item.filename == "data":
                 data = json.loads(content)
                 assert data.pop("lambda_optimism") == 2.0
+                assert data.pop("max_violation") == 1.0
                 content = json.dumps(data).encode()
             dst.writestr(item, content)
     assert PPOLagrangian.load(tmp_path / "new.zip", env=env).lagrange.optimism == 2.0
     assert PPOLagrangian.load(tmp_path / "old.zip", env=env).lagrange.optimism == 0.0
+    # nor the cap on the violation: it loads without one
+    assert PPOLagrangian.load(tmp_path / "new.zip", env=env).lagrange.max_violation == 1.0
+    assert PPOLagrangian.load(tmp_path / "old.zip", env=env).lagrange.max_violation is None
     with open(tmp_path / "old.zip", "rb") as handle:  # a file object is read twice
         assert PPOLagrangian.load(handle, env=env).lagrange.optimism == 0.0
     loaded = PPOLagrangian.load(tmp_path / "old.zip", env=env, lambda_optimism=1.0)

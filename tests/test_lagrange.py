@@ -10,7 +10,8 @@ from agents import GradientLagrange, PIDLagrange
 
 
 def test_gradient_is_projected_ascent_on_the_relative_violation():
-    lag = GradientLagrange(0.2, lr=0.1, optimism=0.0)  # SGD by default: no momentum
+    # SGD by default: no momentum; no cap on the violation (see the wind-up test for it)
+    lag = GradientLagrange(0.2, lr=0.1, optimism=0.0, max_violation=None)
     # e = (0.5 - 0.2) / 0.2 = 1.5 -> lambda_rel = 0.15 -> lambda = 0.15 / 0.2 = 0.75
     assert lag.update(0.5)[0] == pytest.approx(0.75, abs=1e-6)
     # e = (0.1 - 0.2) / 0.2 = -0.5 -> lambda_rel = 0.15 - 0.05 = 0.10 -> lambda = 0.5
@@ -177,7 +178,7 @@ def test_optimistic_ascent_matches_a_hand_computation():
     # e = 0: direction 0 + (0 - 0.5) = -0.5 -> lambda_rel = 0.1 - 0.05 -> lambda 0.5
     assert lag.update(0.1)[0] == pytest.approx(0.5, abs=1e-6)
     # optimism 0 is plain projected gradient ascent, step for step
-    zero, relative = GradientLagrange(0.1, lr=0.1, optimism=0.0), 0.0
+    zero, relative = GradientLagrange(0.1, lr=0.1, optimism=0.0, max_violation=None), 0.0
     for c in (0.3, 0.05, 0.12, 0.2):
         relative = max(0.0, relative + 0.1 * (c - 0.1) / 0.1)
         assert zero.update(c)[0] * 0.1 == pytest.approx(relative, abs=1e-7)
@@ -210,3 +211,31 @@ def test_optimistic_state_round_trips_and_old_state_loads():
     fresh.load_state_dict(old)
     before = fresh.value[0]
     assert fresh.update(0.2)[0] == pytest.approx(before + 0.1 * 1.0 / 0.1, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["gradient", "pid"])
+def test_a_tight_budget_does_not_wind_lambda_up(kind):
+    # Ten updates at ten limits over (a search's start at a tight budget), then a policy at
+    # half its limit. Capped at one budget's worth, the ten updates add 10 * 0.05 = 0.5 to
+    # lambda_rel, which half a budget under the limit (-0.5 per update, 0.025) unwinds in 20
+    # updates; uncapped they would add 4.5 and take 180.
+    def make(max_violation):
+        if kind == "gradient":
+            return GradientLagrange(0.05, lr=0.05, optimism=0.0, max_violation=max_violation)
+        return PIDLagrange(0.05, kp=0.0, ki=0.05, ema_alpha=0.0, max_violation=max_violation)
+
+    capped, uncapped = make(1.0), make(None)
+    for _ in range(10):
+        capped.update(0.5)
+        uncapped.update(0.5)
+    assert capped.relative_value.item() == pytest.approx(0.5, rel=1e-5)
+    assert uncapped.relative_value.item() == pytest.approx(4.5, rel=1e-5)
+    for _ in range(19):
+        capped.update(0.025)
+        uncapped.update(0.025)
+    assert capped.relative_value.item() == pytest.approx(0.025, rel=1e-4)
+    capped.update(0.025)
+    assert capped.value.tolist() == [0.0]  # unwound: the policy may use its budget again
+    assert uncapped.relative_value.item() == pytest.approx(4.5 - 19 * 0.025, rel=1e-5)
+    with pytest.raises(ValueError, match="max_violation must be a positive number"):
+        make(0.0)
