@@ -2,7 +2,7 @@
 
 Costs that do not depend on the actions (``FixedCostEnv``) make lambda's trajectory a hand
 computation: with the default SGD multiplier, ``k`` updates at episode cost ``J`` and limit
-``d`` give ``lambda = k * lr * ((J - d) / d) / d``.
+``d`` give ``lambda = k * lr * min((J - d) / d, 1) / d`` (the violation capped at one budget).
 """
 
 import numpy as np
@@ -15,6 +15,7 @@ from stable_baselines3.common.logger import configure
 from agents import PPOLagrangian, registry
 from agents.buffers import CostRolloutBuffer
 from agents.callbacks import SearchMonitor
+from agents.lagrange import MAX_VIOLATION
 from tests.toy_envs import (
     ConcaveAllocation,
     ConcaveBandit,
@@ -31,7 +32,8 @@ SMALL = {"n_steps": 16, "batch_size": 16, "n_epochs": 1, "lambda_lr": LR, "lambd
 
 
 def _expected(k, cost, limit):
-    return k * LR * ((cost - limit) / limit) / limit if cost > limit else 0.0
+    violation = min((cost - limit) / limit, MAX_VIOLATION)  # capped at one budget's worth
+    return k * LR * violation / limit if cost > limit else 0.0
 
 
 @pytest.mark.parametrize("advertise", [True, False])
@@ -157,9 +159,11 @@ def test_truncated_episodes_bootstrap_the_cost_value():
     model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=8)
     with th.no_grad():  # the observation the truncated episode ended in (t = 5)
         terminal = model.policy.predict_cost_values(th.tensor([[0.5]]))[0, 0].item()
+    # stored in budgets: a cost of 1 per step against a limit of 10 is 0.1, and the critic's
+    # bootstrap (in budgets too) is added as it is
     stored = model.rollout_buffer.costs[:, 0, 0]
-    assert stored[4] == pytest.approx(1.0 + 0.9 * terminal, abs=1e-5)
-    assert np.delete(stored, 4) == pytest.approx([1.0] * 7)
+    assert stored[4] == pytest.approx(0.1 + 0.9 * terminal, abs=1e-5)
+    assert np.delete(stored, 4) == pytest.approx([0.1] * 7)
 
 
 @pytest.mark.parametrize("name", [n for n in registry.names() if n.endswith("_penalty")])
@@ -193,7 +197,8 @@ def test_load_overrides_win_over_the_saved_state(tmp_path):
 
 def test_optimism_load_override_extrapolates_from_the_saved_violation(tmp_path):
     env = FixedCostEnv({"c": 0.6}, {"c": 0.2})
-    model = PPOLagrangian("MlpPolicy", env, cost_limit=0.2, **SMALL)  # optimism 0 saved
+    # optimism 0 saved; no cap, so that the violations below are as computed
+    model = PPOLagrangian("MlpPolicy", env, cost_limit=0.2, max_violation=None, **SMALL)
     model.learn(16)
     model.save(tmp_path / "a.zip")
     before = model.lagrange.relative_value.item()
@@ -238,7 +243,7 @@ def test_an_agent_saved_before_optimism_and_the_cap_keeps_its_multiplier(tmp_pat
 
 def test_pid_load_overrides(tmp_path):
     env = FixedCostEnv({"c": 0.6}, {"c": 0.2})
-    model = PPOLagrangian("MlpPolicy", env, lagrangian="pid", **SMALL)
+    model = PPOLagrangian("MlpPolicy", env, lagrangian="pid", max_violation=None, **SMALL)
     model.learn(48)
     model.save(tmp_path / "p.zip")
     loaded = PPOLagrangian.load(tmp_path / "p.zip", env=env, pid_d_delay=3, pid_ki=0.5)
