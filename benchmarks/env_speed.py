@@ -284,7 +284,9 @@ def bench_env(env_id: str, cfg: Config) -> dict:
         # The floor: the faster of NCHW and NHWC plain forward passes of the same pruned net.
         floors = [
             min(
-                plain_forward(mu.prune(r), mu.reward_x.contiguous(), mu.settings.reward.eval_batch_size),
+                plain_forward(
+                    mu.prune(r), mu.reward_x.contiguous(), mu.settings.reward.eval_batch_size
+                ),
                 plain_forward(
                     mu.prune(r).to(memory_format=torch.channels_last),
                     mu.reward_x.contiguous(memory_format=torch.channels_last),
