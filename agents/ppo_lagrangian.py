@@ -19,6 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from agents.buffers import CostRolloutBuffer
+from agents.cost_info import limits_from_info, read_costs
 from agents.lagrange import (
     GRADIENT_DEFAULTS,
     LAGRANGIANS,
@@ -318,56 +319,17 @@ class PPOLagrangian(PPO):
         return self.lagrange.value
 
     def _read_costs(self, infos: list[dict[str, Any]]) -> np.ndarray:
-        costs = np.zeros((len(infos), self.n_costs))
-        for i, info in enumerate(infos):
-            if self.n_costs == 1:
-                if "cost" not in info:
-                    raise KeyError("PPOLagrangian needs the env to report info['cost']")
-                costs[i, 0] = float(info["cost"])
-                continue
-            if "costs" not in info:
-                raise KeyError(f"n_costs={self.n_costs} needs info['costs'] (a dict) from the env")
-            values = info["costs"]
-            if self.cost_names is None and isinstance(values, dict):
-                self.cost_names = list(values)[: self.n_costs]  # fixed order from now on
-            ordered = [values[k] for k in self.cost_names] if self.cost_names else list(values)
-            if len(ordered) < self.n_costs:
-                raise ValueError(
-                    f"info['costs'] has {len(ordered)} entries, expected {self.n_costs}"
-                )
-            costs[i] = ordered[: self.n_costs]
+        costs, self.cost_names = read_costs(infos, self.n_costs, self.cost_names)
         return costs
 
     def _capture_limits(self, infos: list[dict[str, Any]]) -> None:
-        """Take the limits from the env's info when neither the user nor an attribute gave them:
-        ``info["cost_limit"]`` for one cost, ``info["cost_limits"]`` (a dict, read by name)
-        for several."""
+        """Take the limits from the env's info when neither the user nor an attribute gave
+        them (``agents.cost_info.limits_from_info``)."""
         if self.cost_limit is not None:
             return
-        info = infos[0]
-        if self.n_costs == 1:
-            if "cost_limit" not in info:
-                return
-            limits = [float(info["cost_limit"])]
-        else:
-            values = info.get("cost_limits")
-            if not isinstance(values, dict):
-                if "cost_limit" in info:
-                    raise ValueError(
-                        f"n_costs={self.n_costs} but the env reports one info['cost_limit']: "
-                        "give each cost its limit in info['cost_limits'] (a dict) or pass "
-                        "cost_limit=[...]"
-                    )
-                return
-            names = self.cost_names or list(values)[: self.n_costs]
-            missing = [n for n in names if n not in values]
-            if missing or len(names) < self.n_costs:
-                raise ValueError(
-                    f"info['cost_limits'] {sorted(values)} lacks limits for the costs "
-                    f"{missing or names}"
-                )
-            self.cost_names = list(names)
-            limits = [float(values[n]) for n in names]
+        limits, self.cost_names = limits_from_info(infos[0], self.n_costs, self.cost_names)
+        if limits is None:
+            return
         self.cost_limit = limits if len(limits) > 1 else limits[0]
         # no update has happened yet: lambda_init keeps its value in reward per unit of cost
         self.lagrange.set_cost_limit(limits, keep="value")
