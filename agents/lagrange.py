@@ -21,7 +21,8 @@ use the absolute violation ``J_c - d``, whose gains must be re-tuned per cost sc
 The violation is capped at ``max_violation`` (default 1: twice the limit) before either
 update: below the limit it cannot fall under -1, so without the cap an episode cost ten limits
 over at the start of a search (a tight budget) winds lambda up ten times faster than a
-feasible policy unwinds it, and the policy ends far under its budget.
+feasible policy unwinds it, and the policy ends far under its budget. With a limit of 0 (no relative
+scale) the cap is one unit of the cost itself.
 
 Both are ``nn.Module`` so that their state (and the optimizer's) is saved with the agent.
 """

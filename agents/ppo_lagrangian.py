@@ -51,7 +51,8 @@ class PPOLagrangian(PPO):
     mini-batch when ``normalize_advantage`` (after combining, so that lambda keeps its
     meaning). Everything the agent learns from a cost is thus in units of its limit: a cost and
     its limit scaled by any factor train the same policy (the exposed lambda, per unit of
-    cost, scales inversely).
+    cost, scales inversely). The exceptions: ``lambda_max`` is absolute (per unit of cost),
+    and a limit of 0 has no unit, so its cost is taken as it is.
 
     :param policy: "MlpPolicy" (a ``CostActorCriticPolicy``: on a bounded Box its actions are
         drawn from a Beta distribution on the bounds, see ``agents.policies``) or a subclass.
@@ -111,7 +112,9 @@ class PPOLagrangian(PPO):
     Saved with the agent: the multipliers, lambda's optimizer state and the cost critic.
     ``PPOLagrangian.load(path, cost_limit=..., lambda_lr=..., lambda_optimism=..., pid_ki=...,
     ...)`` overrides the saved values (the multipliers' state is kept). An agent saved before
-    ``lambda_optimism`` existed loads with optimism 0, the plain ascent it was trained with.
+    ``lambda_optimism`` existed loads with optimism 0, the plain ascent it was trained with, and
+    one saved before ``max_violation`` without the cap. A new ``cost_limit`` at load changes the
+    unit of the cost critic's targets: it relearns them in the new budgets.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": CostActorCriticPolicy}

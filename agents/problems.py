@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-# Item values and prices: fixed, heterogeneous (a 16x range of price per value, so that the
+# Item values and prices: fixed, heterogeneous (a 20x range of price per value, so that the
 # optimum keeps some items whole and others barely at tight budgets).
 WEIGHTS = (3.0, 1.0, 2.0, 0.5, 1.5, 2.5, 0.8, 1.2)
 PRICES = (1.0, 3.0, 1.0, 2.0, 4.0, 0.5, 1.5, 2.5)

@@ -23,6 +23,8 @@ the summary.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import os
 import time
@@ -38,8 +40,14 @@ SEEDS_SHARE = 0.8  # in at least 4 of 5 seeds
 LAST_QUARTER_MAX_VIOLATION = 0.25
 
 
-def cell_name(problem: str, budget: float, unit: float, algo: str, seed: int) -> str:
-    return f"{problem}__b{budget:g}__u{unit:g}__{algo}__s{seed}"
+def cell_name(problem: str, budget: float, unit: float, algo: str, seed: int,
+              algo_kwargs: dict[str, Any] | None = None) -> str:  # fmt: skip
+    """The cell's file name; changed arguments of the algorithm get a digest of their own."""
+    name = f"{problem}__b{budget:g}__u{unit:g}__{algo}__s{seed}"
+    if algo_kwargs:
+        digest = hashlib.sha1(json.dumps(algo_kwargs, sort_keys=True).encode()).hexdigest()
+        name += f"__k{digest[:8]}"
+    return name
 
 
 def run_cell(problem: str, budget: float, unit: float, algo: str, seed: int, steps: int,
@@ -198,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             for unit in _floats(args.units):
                 for algo in algos:
                     for seed in range(args.seeds):
-                        name = cell_name(problem, budget, unit, algo, seed)
+                        name = cell_name(problem, budget, unit, algo, seed,
+                                         algo_kwargs.get(algo))  # fmt: skip
                         path = out / "cells" / f"{name}.json"
                         if not path.is_file():
                             cell = (problem, budget, unit, algo, seed, args.steps,
@@ -217,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"of the optimum at {final['cost_ratio']:.3f}x the limit, last-quarter "
                   f"violations {result['violation_rate_per_quarter'][3]}", flush=True)  # fmt: skip
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
-    cells = [c for c in cells if c["steps"] == args.steps and c["algo"] in algos
-             and c["problem"] in problems]  # fmt: skip
+    grid = (set(problems), set(_floats(args.budgets)), set(_floats(args.units)), set(algos))
+    cells = [c for c in cells if c["steps"] == args.steps and c["seed"] < args.seeds
+             and (c["problem"], c["budget"], c["unit"], c["algo"]) in itertools.product(*grid)
+             and c["algo_kwargs"] == algo_kwargs.get(c["algo"], {})]  # fmt: skip
     rows = summarise(cells)
     (out / "summary.json").write_text(json.dumps({"rows": rows}, indent=1))
     text = table(rows)

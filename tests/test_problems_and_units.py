@@ -98,3 +98,20 @@ def test_an_agent_in_units_of_twenty_follows_the_same_path():
     a20, _ = twenty.predict(obs, deterministic=True)
     assert np.abs(a1 - a20).max() < 1e-3
     assert isinstance(one, PPOLagrangian)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("budget", [0.05, 0.25])
+def test_the_optimum_prices_every_partly_kept_item_alike(name, budget):
+    # KKT: on the items kept in part (0 < x < 1) the marginal reward per marginal cost is one
+    # price; on items kept whole it is at least that price
+    env = make_problem(name, budget=budget)
+    x, _, _ = env.optimum()
+    h = 1e-7  # backward differences: an item kept whole cannot grow
+    down = [x - h * np.eye(env.n)[i] for i in range(env.n)]
+    reward, cost = env.value(x)
+    price = np.array([(reward - env.value(d)[0]) / (cost - env.value(d)[1]) for d in down])
+    inside = (x > 1e-4) & (x < 1 - 1e-4)
+    assert inside.sum() >= 2
+    assert price[inside] == pytest.approx(np.full(inside.sum(), price[inside].mean()), rel=1e-3)
+    assert (price[x >= 1 - 1e-4] >= price[inside].mean() * (1 - 1e-3)).all()
