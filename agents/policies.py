@@ -19,6 +19,10 @@ from agents.distributions import BetaDistribution
 
 # "auto": Beta on a Box with finite bounds, SB3's own distribution otherwise.
 ACTION_DISTS = ("auto", "beta", "squashed_gaussian", "gaussian")
+# The Beta concentration that PPOLagrangian and the registry's on-policy agents are built with
+# (written into their policy_kwargs, so that a saved agent loads with its own). The class's
+# default stays "softplus": agents saved before the option existed were trained with it.
+BETA_CONCENTRATION = "exp"
 
 
 def _bounded_box(space: spaces.Space) -> bool:
@@ -55,8 +59,10 @@ class BoundedActorCriticPolicy(ActorCriticPolicy):
         lr_schedule: Any,
         *args: Any,
         action_dist: str = "auto",
+        beta_concentration: str = "softplus",
         **kwargs: Any,
     ) -> None:
+        self.beta_concentration = beta_concentration
         if action_dist not in ACTION_DISTS:
             raise ValueError(f"unknown action_dist {action_dist!r}; expected one of {ACTION_DISTS}")
         if action_dist in ("beta", "squashed_gaussian") and not _bounded_box(action_space):
@@ -86,7 +92,9 @@ class BoundedActorCriticPolicy(ActorCriticPolicy):
         # optimizer made again so that it holds the parameters that are used.
         self.action_dist = DiagGaussianDistribution(dim)
         super()._build(lr_schedule)
-        beta = BetaDistribution(dim, self.action_space.low, self.action_space.high)
+        beta = BetaDistribution(
+            dim, self.action_space.low, self.action_space.high, self.beta_concentration
+        )
         self.action_dist = beta
         del self.log_std
         self.action_net = beta.proba_distribution_net(self.mlp_extractor.latent_dim_pi)
@@ -104,7 +112,7 @@ class BoundedActorCriticPolicy(ActorCriticPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         requested = "auto" if self.action_dist_name == "native" else self.action_dist_name
-        data.update(action_dist=requested)
+        data.update(action_dist=requested, beta_concentration=self.beta_concentration)
         return data
 
 

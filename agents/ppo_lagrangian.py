@@ -29,7 +29,7 @@ from agents.lagrange import (
     LagrangeMultiplier,
     make_lagrange,
 )
-from agents.policies import CostActorCriticPolicy
+from agents.policies import BETA_CONCENTRATION, CostActorCriticPolicy
 
 
 class PPOLagrangian(PPO):
@@ -57,8 +57,9 @@ class PPOLagrangian(PPO):
     :param policy: "MlpPolicy" (a ``CostActorCriticPolicy``: on a bounded Box its actions are
         drawn from a Beta distribution on the bounds, see ``agents.policies``) or a subclass.
     :param env: the env (or its id).
-    :param policy_kwargs: as PPO; also ``cost_critic`` ("separate", default, or "shared") and
-        ``cost_net_arch`` (hidden sizes of a separate cost critic), see ``CostActorCriticPolicy``.
+    :param policy_kwargs: as PPO; also ``cost_critic`` ("separate", default, or "shared"),
+        ``cost_net_arch`` (hidden sizes of a separate cost critic), see ``CostActorCriticPolicy``,
+        and ``beta_concentration`` (default ``agents.policies.BETA_CONCENTRATION``, "exp").
     :param cost_limit: the limit of each cost. Default: the env's ``cost_limits`` /
         ``cost_limit`` / ``budget`` attribute, else ``info["cost_limit"]`` of the first step.
     :param n_costs: number of costs (default: from ``cost_limit`` or the env's ``cost_limits``,
@@ -168,6 +169,12 @@ class PPOLagrangian(PPO):
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if cost_quantile is not None and not 0 < cost_quantile < 1:
             raise ValueError(f"cost_quantile must be in (0, 1) or None, got {cost_quantile}")
+        # Set here, not in _setup_model: load() restores the saved policy_kwargs after
+        # __init__, so an agent saved before the option keeps the class default (softplus).
+        kwargs["policy_kwargs"] = {
+            "beta_concentration": BETA_CONCENTRATION,
+            **(kwargs.get("policy_kwargs") or {}),
+        }
         super().__init__(policy, env, n_steps=n_steps, _init_setup_model=False, **kwargs)
         self.cost_limit = cost_limit
         self.n_costs = n_costs

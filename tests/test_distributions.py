@@ -126,3 +126,71 @@ def test_registry_on_policy_agents_draw_from_the_beta(tmp_path, name):
     obs = np.zeros((3, 1), np.float32)
     same = agent.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0]
     assert np.array_equal(*same)
+
+
+def test_exp_concentration_by_hand_and_capped():
+    dist = BetaDistribution(1, low=[0.0], high=[1.0], concentration="exp")
+    dist.proba_distribution(th.tensor([[1.5, 3.0]]))  # a = 1 + e^1.5, b = 1 + e^3
+    a, b = 1 + math.exp(1.5), 1 + math.exp(3.0)
+    assert dist.log_prob(th.tensor([[0.2]])).item() == pytest.approx(
+        _beta_log_pdf(0.2, a, b), rel=1e-5
+    )
+    dist.proba_distribution(th.tensor([[500.0, 500.0]]))  # e^500 overflows float32: capped
+    assert th.isfinite(dist.log_prob(th.tensor([[0.5]]))).all()
+    assert th.isfinite(dist.sample()).all()
+    with pytest.raises(ValueError, match="concentration"):
+        BetaDistribution(1, low=[0.0], high=[1.0], concentration="relu")
+
+
+def test_exp_concentration_reaches_a_precise_keep_ratio_in_few_adam_steps():
+    # The diagnosis behind the "exp" default: Adam moves each weight by about its learning
+    # rate per step, so a softplus head cannot reach the concentration (hundreds) of a precise
+    # small keep ratio in a few hundred steps; an exp head can (its step changes a factor).
+    th.manual_seed(0)
+    target = th.distributions.Beta(th.tensor(20.0), th.tensor(1980.0)).sample((64, 1))
+    reached = {}
+    for concentration in ("softplus", "exp"):
+        dist = BetaDistribution(1, low=[0.0], high=[1.0], concentration=concentration)
+        head = th.nn.Linear(4, 2)
+        optimizer = th.optim.Adam(head.parameters(), lr=1e-2)
+        latent = th.full((64, 4), 0.5)
+        for _ in range(300):
+            dist.proba_distribution(head(latent))
+            loss = -dist.log_prob(target).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        a, b = dist.distribution.concentration1[0, 0], dist.distribution.concentration0[0, 0]
+        reached[concentration] = ((a + b).item(), (a / (a + b)).item())
+    assert reached["exp"][0] > 10 * reached["softplus"][0]
+    assert reached["exp"][1] == pytest.approx(0.01, rel=0.2)
+
+
+@pytest.mark.parametrize("name", ["ppo_lag", "ppo_pid_lag", "ppo_penalty", "trpo_penalty"])
+def test_agents_use_the_exp_concentration_and_keep_it_when_loaded(tmp_path, name):
+    from agents import registry
+    from agents.policies import BETA_CONCENTRATION
+
+    assert BETA_CONCENTRATION == "exp"
+    agent, _ = registry.make_agent(name, ConcaveBandit(0.3), seed=0, n_steps=64, batch_size=32)
+    assert agent.policy.action_dist.concentration == "exp"
+    agent.save(tmp_path / "a.zip")
+    loaded = registry.get(name).agent_class.load(tmp_path / "a.zip")
+    assert loaded.policy.action_dist.concentration == "exp"
+    assert PPOLagrangian("MlpPolicy", ConcaveBandit(0.3)).policy.action_dist.concentration == "exp"
+
+
+def test_an_agent_saved_before_the_option_loads_with_softplus(tmp_path):
+    # Such an agent's saved policy_kwargs lack beta_concentration: it was trained with softplus
+    # and must act as it did.
+    model = PPOLagrangian("MlpPolicy", ConcaveBandit(0.3), n_steps=64, batch_size=32, seed=0,
+                          policy_kwargs={"beta_concentration": "softplus"})  # fmt: skip
+    model.learn(128)
+    del model.policy_kwargs["beta_concentration"]
+    model.save(tmp_path / "old.zip")
+    loaded = PPOLagrangian.load(tmp_path / "old.zip")
+    assert loaded.policy.action_dist.concentration == "softplus"
+    obs = np.linspace(-1, 1, 5, dtype=np.float32).reshape(5, 1)
+    assert np.array_equal(
+        model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0]
+    )
