@@ -111,7 +111,7 @@ def test_the_registered_lagrangian_agents_carry_their_documented_multipliers():
     assert gradient.lagrange.optimism == 5.0
     assert gradient.lagrange.optimizer.param_groups[0]["lr"] == 0.03
     assert (pid.lagrange.kp, pid.lagrange.ki, pid.lagrange.kd) == (0.2, 0.05, 0.0)
-    assert gradient.cost_quantile == pid.cost_quantile == 0.8
+    assert gradient.cost_quantile == pid.cost_quantile == 0.9
 
 
 def test_penalty_beta_puts_any_algorithm_on_the_penalised_reward():
