@@ -13,13 +13,16 @@ search length), its run folder in ``OUT/runs/ENV__ALGO__COSTB__sS/``. A cell who
 The check (per algorithm, over every env, budget and seed): the final policy, the
 deterministic episode of the learned policy, is feasible and uses >= 0.85x the budget in at
 least 10 of 12 runs (the same share of any other number of runs). ``OUT/table.md`` holds each
-run's final-policy line from its report.md, and the verdict.
+run's final-policy line from its report.md, and the verdict; ``OUT/reports/`` a copy of each
+run's ``config.json``, ``report.json`` and ``report.md`` (the run folders hold checkpoints and
+are not committed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -117,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                     folder = finished_run(cell)
                     if folder is None:
                         raise RuntimeError(f"{cell}: the job ended without a report.json")
+                    kept = out / "reports" / cell.name
+                    kept.mkdir(parents=True, exist_ok=True)
+                    for name in ("config.json", "report.json", "report.md"):
+                        shutil.copyfile(folder / name, kept / name)
                     report = json.loads((folder / "report.json").read_text())
                     final = report["search"].get("final_policy") or {}
                     ok = bool(final.get("feasible")) and final["budget_use"] >= MIN_BUDGET_USE

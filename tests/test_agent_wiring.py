@@ -302,6 +302,17 @@ def test_lambda_init_keeps_its_value_when_the_limit_comes_from_info():
     assert model.lambdas[0] == pytest.approx((1.0 * 0.25 - LR * 0.6) / 0.25, rel=1e-5)
 
 
+def test_costs_are_in_budgets_when_the_limit_comes_from_info_only():
+    # cost 0.1 per episode of two steps (0.05 a step), limit 0.25 from info: the critic and the
+    # advantages see 0.05 / 0.25 = 0.2 from the very first step, before any update
+    env = FixedCostEnv({"c": 0.1}, {"c": 0.25}, length=2, advertise=False,
+                       info_limit_key="cost_limit")  # fmt: skip
+    model = PPOLagrangian("MlpPolicy", env, **SMALL)
+    model.learn(16)
+    assert model.cost_limit == 0.25
+    assert np.allclose(model.rollout_buffer.costs, 0.2)
+
+
 def test_fewer_costs_than_the_env_reports():
     model = PPOLagrangian("MlpPolicy", TwoCostChain(), n_costs=1, n_steps=48, batch_size=16)
     assert model.cost_limit == 0.5 and model.lagrange.n_constraints == 1

@@ -93,6 +93,15 @@ def test_pid_derivative_looks_d_delay_updates_back():
     assert lag.update(0.7)[0] == pytest.approx(0.2)  # 0.7 - 0.5
 
 
+def test_pid_derivative_sees_the_cost_beyond_the_violation_cap():
+    # the cap (1: a cost at twice the limit or more counts as twice) holds the integral back,
+    # not the derivative: a cost rising from 3 to 5 limits still moves it by 2 limits
+    lag = PIDLagrange(0.1, kp=0.0, ki=0.0, kd=1.0, d_delay=1, ema_alpha=0.0, max_violation=1.0)
+    assert lag.update(0.3)[0] == 0.0
+    lag.update(0.5)
+    assert lag.relative_value.item() == pytest.approx(2.0, rel=1e-5)
+
+
 def test_pid_derivative_reacts_to_a_rising_cost_only():
     lag = PIDLagrange(1.0, kp=0.0, ki=0.0, kd=1.0, d_delay=1, ema_alpha=0.0)
     assert lag.update(0.5)[0] == 0.0  # seeded history: no derivative at the first sample
