@@ -15,7 +15,7 @@ from stable_baselines3.common.distributions import (
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from torch import nn
 
-from agents.distributions import BetaDistribution
+from agents.distributions import CONCENTRATIONS, BetaDistribution
 
 # "auto": Beta on a Box with finite bounds, SB3's own distribution otherwise.
 ACTION_DISTS = ("auto", "beta", "squashed_gaussian", "gaussian")
@@ -49,7 +49,10 @@ class BoundedActorCriticPolicy(ActorCriticPolicy):
     - ``"gaussian"``: SB3's Gaussian, clipped in the env step (SB3's PPO as it is).
 
     ``"auto"`` is "beta" on a bounded Box and SB3's own distribution on any other space.
-    All other arguments as ``ActorCriticPolicy``.
+    ``beta_concentration`` ("softplus", the default, or "exp") is how the Beta's head output
+    becomes its concentrations (``agents.distributions.BetaDistribution``; the agents of this
+    package are built with ``BETA_CONCENTRATION``). All other arguments as
+    ``ActorCriticPolicy``.
     """
 
     def __init__(
@@ -62,6 +65,11 @@ class BoundedActorCriticPolicy(ActorCriticPolicy):
         beta_concentration: str = "softplus",
         **kwargs: Any,
     ) -> None:
+        if beta_concentration not in CONCENTRATIONS:
+            raise ValueError(
+                f"unknown beta_concentration {beta_concentration!r}; expected one of "
+                f"{CONCENTRATIONS}"
+            )
         self.beta_concentration = beta_concentration
         if action_dist not in ACTION_DISTS:
             raise ValueError(f"unknown action_dist {action_dist!r}; expected one of {ACTION_DISTS}")

@@ -6,9 +6,11 @@
 
 Each run is the whole job, ``prune-train --env ENV --algo ALGO --cost COST --budget B --seed S``
 (the ``quick`` task unless ``--preset`` says otherwise: its base model, reward split and
-search length), its run folder in ``OUT/runs/ENV__ALGO__COSTB__sS/``. A cell whose run has a
-``report.json`` is skipped; an interrupted one resumes from its search checkpoint
-(``--resume``).
+search length), with its run folder inside the cell's folder
+``OUT/runs/ENV__ALGO__COSTB__sS__PRESET/``. A cell whose run has a ``report.json`` is skipped;
+an interrupted one resumes from its search checkpoint (``--resume``; a run stopped before its
+first checkpoint starts again in a new run folder). Ctrl-C or ``kill`` of this script is passed
+on to the job, which checkpoints before it exits.
 
 The check (per algorithm, over every env, budget and seed): the final policy, the
 deterministic episode of the learned policy, is feasible and uses >= 0.85x the budget in at
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,8 +37,9 @@ RUNS_SHARE = 10 / 12  # ... and is feasible, in at least this share of an algori
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_name(env: str, algo: str, cost: str, budget: float, seed: int) -> str:
-    return f"{env}__{algo}__{cost}{budget:g}__s{seed}"
+def run_name(env: str, algo: str, cost: str, budget: float, seed: int, preset: str) -> str:
+    """The cell's folder name (the job's own run folder is made inside it)."""
+    return f"{env}__{algo}__{cost}{budget:g}__s{seed}__{preset}"
 
 
 def finished_run(cell: Path) -> Path | None:
@@ -57,7 +61,20 @@ def run_job(cell: Path, env: str, algo: str, cost: str, budget: float, seed: int
     start = time.perf_counter()
     cell.mkdir(parents=True, exist_ok=True)
     with open(cell / "driver.log", "a") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        # its own session: a terminal's Ctrl-C reaches it once, through this driver
+        job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                               start_new_session=True)  # fmt: skip
+        # Ctrl-C or kill of this driver reaches the job, which checkpoints and exits; then
+        # this driver stops too (a re-run resumes the job).
+        forward = lambda signum, _frame: job.send_signal(signum)  # noqa: E731
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = job.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if code != 0:
+        raise SystemExit(f"{cell.name}: the job exited with {code}; a re-run resumes it")
     return time.perf_counter() - start
 
 
@@ -113,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         for cost, budget in budgets:
             for algo in args.algos.split(","):
                 for seed in range(args.seeds):
-                    cell = out / "runs" / run_name(env, algo, cost, budget, seed)
+                    cell = out / "runs" / run_name(env, algo, cost, budget, seed, args.preset)
                     if finished_run(cell) is None:
                         seconds = run_job(cell, env, algo, cost, budget, seed, args.preset)
                         print(f"{cell.name}: {seconds:.0f} s", flush=True)

@@ -9,6 +9,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 
 from agents import PPOLagrangian
 from agents.buffers import CostRolloutBuffer
+from agents.ppo_lagrangian import COST_QUANTILE
 from tests.toy_envs import ConcaveBandit, TwoCostChain
 
 
@@ -89,15 +90,15 @@ def _mean_cost(model, n=2000):
 @pytest.mark.parametrize("lagrangian", ["gradient", "pid"])
 def test_lagrangian_meets_the_limit_with_its_defaults(lagrangian):
     # ConcaveBandit: constrained optimum x = 0.3, lambda* = 1.4. Only the rollout size is
-    # set (for the suite's time); every multiplier setting is the default, so the 0.8-quantile
-    # of the sampled costs is held at the limit.
+    # set (for the suite's time); every multiplier setting is the default, so the
+    # COST_QUANTILE-quantile of the sampled costs is held at the limit.
     model = PPOLagrangian(
         "MlpPolicy", ConcaveBandit(0.3), lagrangian=lagrangian, n_steps=256, batch_size=64, seed=0
     )
     assert model.cost_limit == 0.3  # read from the env's attribute
     model.learn(20_000)
     costs = _sampled_costs(model)
-    assert 0.85 * 0.3 <= np.quantile(costs, 0.8) <= 0.3 * 1.1
+    assert 0.85 * 0.3 <= np.quantile(costs, COST_QUANTILE) <= 0.3 * 1.1
     assert 0.7 * 0.3 <= costs.mean() <= 0.3
     x = (model.predict(np.zeros(1, np.float32), deterministic=True)[0][0] + 1) / 2
     assert 0.75 * 0.3 <= x <= 0.3 * 1.05  # the deterministic policy too

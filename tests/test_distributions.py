@@ -129,14 +129,29 @@ def test_registry_on_policy_agents_draw_from_the_beta(tmp_path, name):
 
 
 def test_exp_concentration_by_hand_and_capped():
+    from agents.distributions import LOG_CONCENTRATION_MAX as M
+
+    def g(z):  # exp of the softly capped output
+        return math.exp(M - math.log1p(math.exp(M - z)))
+
     dist = BetaDistribution(1, low=[0.0], high=[1.0], concentration="exp")
-    dist.proba_distribution(th.tensor([[1.5, 3.0]]))  # a = 1 + e^1.5, b = 1 + e^3
-    a, b = 1 + math.exp(1.5), 1 + math.exp(3.0)
+    dist.proba_distribution(th.tensor([[1.5, 3.0]]))  # a = 1 + ~e^1.5, b = 1 + ~e^3
+    a, b = 1 + g(1.5), 1 + g(3.0)
+    assert a == pytest.approx(1 + math.exp(1.5), rel=1e-3)  # the cap is far away
     assert dist.log_prob(th.tensor([[0.2]])).item() == pytest.approx(
         _beta_log_pdf(0.2, a, b), rel=1e-5
     )
-    dist.proba_distribution(th.tensor([[500.0, 500.0]]))  # e^500 overflows float32: capped
-    assert th.isfinite(dist.log_prob(th.tensor([[0.5]]))).all()
+    # Far past the cap: float32 log-probabilities still agree with float64 (PPO's ratio needs
+    # them to), and the output keeps a gradient that brings it back.
+    z = th.tensor([[40.0, 41.0]], requires_grad=True)
+    dist.proba_distribution(z)
+    u = th.tensor([[0.45]])
+    log_p = dist.log_prob(u)
+    exact = BetaDistribution(1, low=[0.0], high=[1.0], concentration="exp")
+    exact.proba_distribution(z.detach().double())
+    assert abs(log_p.item() - exact.log_prob(u.double()).item()) < 0.05
+    log_p.sum().backward()
+    assert (z.grad.abs() > 0).all()
     assert th.isfinite(dist.sample()).all()
     with pytest.raises(ValueError, match="concentration"):
         BetaDistribution(1, low=[0.0], high=[1.0], concentration="relu")
