@@ -29,19 +29,11 @@ from agents.lagrange import (
     LagrangeMultiplier,
     make_lagrange,
 )
-from agents.policies import (
-    BETA_CONCENTRATION,
-    BoundedActorCriticPolicy,
-    CostActorCriticPolicy,
-)
+from agents.policies import BETA_CONCENTRATION, BoundedActorCriticPolicy, CostActorCriticPolicy
 
-# The statistic of a rollout's episode costs that the multipliers hold at the limit. 0.9, not
-# 0.8: once the Beta's exp concentration narrows the policy, the 0.8-quantile left 19-36% of
-# the last quarter's episodes over the limit on agents.problems (8 probe cells: both problems,
-# budgets 0.05 and 0.5, both agents, seed 0 only; 4 over the 25% mark); the 0.9-quantile
-# 10-21% (one cell 40%), with the deterministic policy at 0.94-1.02x the limit and >= 0.97 of
-# the optimum (benchmarks/agents_on_problems.py). In the job's short search at a 0.1 budget
-# neither keeps the final policy on the budget (benchmarks/results/short_search_probes).
+# The statistic of a rollout's episode costs that the multipliers hold at the limit; 0.9, not
+# 0.8, measured on agents.problems (docs/agents.md#ppo-lagrangian, CHANGELOG): fewer of the
+# last quarter's episodes over the limit once the exp concentration narrows the policy.
 COST_QUANTILE = 0.9
 
 
