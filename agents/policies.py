@@ -25,6 +25,15 @@ ACTION_DISTS = ("auto", "beta", "squashed_gaussian", "gaussian")
 BETA_CONCENTRATION = "exp"
 
 
+def with_beta_concentration(policy: Any, policy_kwargs: dict[str, Any] | None) -> dict | None:
+    """``policy_kwargs`` with ``BETA_CONCENTRATION`` unless they name one, for a policy class
+    that draws from the Beta (any other policy's kwargs are returned as they are). Agents call
+    it at construction, not at load: a saved agent's kwargs are restored as saved."""
+    if not (isinstance(policy, type) and issubclass(policy, BoundedActorCriticPolicy)):
+        return policy_kwargs
+    return {"beta_concentration": BETA_CONCENTRATION, **(policy_kwargs or {})}
+
+
 def _bounded_box(space: spaces.Space) -> bool:
     return (
         isinstance(space, spaces.Box)

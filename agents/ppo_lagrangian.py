@@ -29,7 +29,7 @@ from agents.lagrange import (
     LagrangeMultiplier,
     make_lagrange,
 )
-from agents.policies import BETA_CONCENTRATION, BoundedActorCriticPolicy, CostActorCriticPolicy
+from agents.policies import CostActorCriticPolicy, with_beta_concentration
 
 # The statistic of a rollout's episode costs that the multipliers hold at the limit; 0.9, not
 # 0.8, measured on agents.problems (docs/agents.md#ppo-lagrangian, CHANGELOG): fewer of the
@@ -175,11 +175,9 @@ class PPOLagrangian(PPO):
             raise ValueError(f"cost_quantile must be in (0, 1) or None, got {cost_quantile}")
         # Set here, not in _setup_model: load() restores the saved policy_kwargs after
         # __init__, so an agent saved before the option keeps the class default (softplus).
-        if isinstance(policy, str) or issubclass(policy, BoundedActorCriticPolicy):
-            kwargs["policy_kwargs"] = {
-                "beta_concentration": BETA_CONCENTRATION,
-                **(kwargs.get("policy_kwargs") or {}),
-            }
+        kwargs["policy_kwargs"] = with_beta_concentration(
+            self.policy_aliases.get(policy, policy), kwargs.get("policy_kwargs")
+        )
         super().__init__(policy, env, n_steps=n_steps, _init_setup_model=False, **kwargs)
         self.cost_limit = cost_limit
         self.n_costs = n_costs

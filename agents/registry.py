@@ -51,7 +51,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.baselines import BASELINES
-from agents.policies import BETA_CONCENTRATION, BoundedActorCriticPolicy
+from agents.policies import BoundedActorCriticPolicy, with_beta_concentration
 from agents.ppo_lagrangian import PPOLagrangian
 from agents.recording import EpisodeRecord, EpisodeRecorder, RunResult
 from prune_env.wrappers import BudgetClip, CostPenalty
@@ -142,11 +142,7 @@ class SB3Builder:
         if not isinstance(env, VecEnv):
             env = self.wrap(env, penalty_beta)
         params = {**self.defaults, **kwargs}
-        if isinstance(self.policy, type) and issubclass(self.policy, BoundedActorCriticPolicy):
-            params["policy_kwargs"] = {
-                "beta_concentration": BETA_CONCENTRATION,
-                **(params.get("policy_kwargs") or {}),
-            }
+        params["policy_kwargs"] = with_beta_concentration(self.policy, params.get("policy_kwargs"))
         for key, value in list(params.items()):
             if callable(value) and key.endswith("_factory"):
                 params[key.removesuffix("_factory")] = value(env)
